@@ -1,0 +1,5 @@
+import sys
+
+from optimlab.cli import main
+
+sys.exit(main())
