@@ -116,8 +116,12 @@ class Adagrad(Optimizer):
 def _sparse_update(param: Tensor, g: Tensor, dw_squared: Tensor, clr: Any, h: AdagradHyper) -> None:
     """The same update on the rows a sparse gradient touches (embedding tables)."""
     g = g.coalesce()  # the update is non-linear in g, so indices must be unique
-    indices, values = g._indices(), g._values()
-    dw_squared.add_(torch.sparse_coo_tensor(indices, values.pow(2), g.size()))
+
+    def like_g(values: Tensor) -> Tensor:
+        # g's own (coalesced, valid) indices: the invariant checks would only cost time
+        return torch.sparse_coo_tensor(g._indices(), values, g.size(), check_invariants=False)
+
+    dw_squared.add_(like_g(g._values().pow(2)))
     touched = dw_squared.sparse_mask(g)._values()
     std = touched.add_(h.eps).sqrt_() if h.eps_inside_sqrt else touched.sqrt_().add_(h.eps)
-    param.add_(torch.sparse_coo_tensor(indices, values / std, g.size()), alpha=-clr)
+    param.add_(like_g(g._values() / std), alpha=-clr)

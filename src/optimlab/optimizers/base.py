@@ -140,6 +140,9 @@ class Optimizer(torch.optim.Optimizer):
     def _update(param: Tensor, grad: Tensor, state: dict[str, Any], hyper: Any) -> None:
         raise NotImplementedError
 
+    def _has_state(self, group: dict[str, Any]) -> bool:
+        return True
+
     # -- torch.optim.Optimizer ------------------------------------------------
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
@@ -160,6 +163,10 @@ class Optimizer(torch.optim.Optimizer):
             for key in ("step", "mu_product"):
                 if key in param_state and not torch.is_tensor(param_state[key]):
                     param_state[key] = torch.tensor(float(param_state[key]), dtype=scalar_dtype())
+            # NAdam's mu_product is a counter like step, but torch's load_state_dict
+            # casts it to the param dtype, so a float64 run would not resume exactly
+            if "mu_product" in param_state:
+                param_state["mu_product"] = param_state["mu_product"].to(scalar_dtype())
 
     def hyper(self, group: dict[str, Any]) -> Any:
         """The group's hyperparameters as this optimizer's ``Hyper`` NamedTuple."""
@@ -188,6 +195,8 @@ class Optimizer(torch.optim.Optimizer):
                 self._reference_step(param, param.grad, self._state_of(param, group), hyper)
 
     def _state_of(self, param: Tensor, group: dict[str, Any]) -> dict[str, Any]:
+        if not self._has_state(group):
+            return {}  # as torch: plain SGD keeps no per-parameter state at all
         state = self.state[param]
         if not state:
             state.update(self._new_state(param, group))

@@ -105,6 +105,9 @@ class SGD(Optimizer):
         if group["nesterov_form"] == "lookahead" and not group["nesterov"]:
             raise ValueError("nesterov_form='lookahead' requires nesterov=True")
 
+    def _has_state(self, group: dict[str, Any]) -> bool:
+        return group["momentum"] != 0
+
     def _new_state(self, param: Tensor, group: dict[str, Any]) -> dict[str, Any]:
         return {}  # the buffer is born from the first gradient (torch) or zero (lecture)
 
