@@ -134,7 +134,7 @@ class _Cycle(_Composite):
     """torch ``OneCycleLR``'s phases, shared by the lr and the momentum halves of 1cycle."""
 
     def _phases(self, start: float, peak: float, end: float) -> Schedule:
-        """``start`` to ``peak`` at step ``round(pct_start * steps) - 1`` (three-phase: back to
+        """``start`` to ``peak`` at step ``pct_start * steps - 1`` (three-phase: back to
         ``start`` at twice that), then to ``end`` at step ``steps - 1``; flat after."""
         self._set(
             steps=_check.integer("steps", self.steps),
@@ -142,7 +142,8 @@ class _Cycle(_Composite):
             anneal=_check.choice("anneal", self.anneal, ("cos", "linear")),
             three_phase=_check.flag("three_phase", self.three_phase),
         )
-        steps, rise = self.steps, round(self.pct_start * self.steps) - 1
+        # The nearest step to torch's fractional peak, halves rounded up.
+        steps, rise = self.steps, int(self.pct_start * self.steps + 0.5) - 1
         if self.three_phase:
             values, lengths = [start, peak, start, end], [rise, rise, steps - 1 - 2 * rise]
         else:
@@ -292,14 +293,15 @@ def one_cycle(
 ) -> OneCycle:
     """The 1cycle policy with torch ``OneCycleLR``'s parameters, defaults and phases.
 
-    From ``lr / div_factor`` up to ``lr`` (the peak, at step ``round(pct_start *
-    steps) - 1``), then down to ``lr / div_factor / final_div_factor`` at step
+    From ``lr / div_factor`` up to ``lr`` (the peak, at step ``pct_start * steps - 1``),
+    then down to ``lr / div_factor / final_div_factor`` at step
     ``steps - 1``, each phase a ``cosine`` (``anneal="cos"``) or ``linear`` ramp.
     ``three_phase=True`` goes back down to ``lr / div_factor`` symmetrically
     before the final descent.  Pair it with :func:`one_cycle_momentum`.
 
-    torch puts the peak at the float ``pct_start * steps - 1``; here it is
-    rounded to a step, so the two agree whenever ``pct_start * steps`` is whole.
+    torch lets the peak fall between steps; here ``pct_start * steps`` is rounded
+    to the nearest whole step (halves up), so the two agree whenever
+    ``pct_start * steps`` is whole.
 
     Reference: L. N. Smith and N. Topin, "Super-Convergence: Very Fast Training
     of Neural Networks Using Large Learning Rates", 2018,
