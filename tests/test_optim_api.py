@@ -13,10 +13,10 @@ import pickle
 
 import pytest
 import torch
-from optim_cases import LECTURE_CASES, TORCH_CASES, case_id, ours, theirs
-from test_optim_parity import _params, run
 
 import optimlab
+from optim_cases import LECTURE_CASES, TORCH_CASES, case_id, ours, theirs
+from test_optim_parity import _params, run
 
 
 def _roundtrip(state_dict: dict) -> dict:
@@ -58,7 +58,7 @@ def test_checkpoint_resumes_across_libraries(case, direction):
 
         _set_grads(tail, step, "some_none", seed=0)
         opt_tail.step()
-    for a, b in zip(tail, straight):
+    for a, b in zip(tail, straight, strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
@@ -79,11 +79,11 @@ def test_state_dict_loads_weights_only_and_deepcopies(case):
     for other, other_params in ((twin, twin_params),):
         run(other, other_params, 5, "dense", seed=1)
     run(opt, params, 5, "dense", seed=1)
-    for a, b in zip(params, twin_params):
+    for a, b in zip(params, twin_params, strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     # the copies share nothing with the original
     for copy_ in (cloned, pickled):
-        for state, original in zip(copy_.state.values(), opt.state.values()):
+        for state, original in zip(copy_.state.values(), opt.state.values(), strict=True):
             for key, value in state.items():
                 if torch.is_tensor(value) and value.numel() > 0:
                     assert value.data_ptr() != original[key].data_ptr()
@@ -144,7 +144,7 @@ def test_step_hooks_closure_and_zero_grad(name):
     assert torch.is_tensor(loss) and loss.item() > 0
     assert [c[0] for c in calls] == ["pre", "closure", "post"]
     assert calls[0][1] is opt and calls[2][1] is opt
-    assert all(not torch.equal(b, p) for b, p in zip(before, model.parameters()))
+    assert all(not torch.equal(b, p) for b, p in zip(before, model.parameters(), strict=True))
 
     opt.zero_grad(set_to_none=False)
     assert all(torch.count_nonzero(p.grad) == 0 for p in model.parameters())
@@ -189,9 +189,17 @@ DIFFERENTIABLE_CASES = [
     ("SGD", dict(lr=0.1, momentum=0.9, momentum_form="lecture"), ["velocity"]),
     ("Adagrad", dict(lr=0.1, lr_decay=0.1, weight_decay=0.1), ["sum"]),
     ("Adagrad", dict(lr=0.1, eps_inside_sqrt=True), ["sum"]),
-    ("RMSprop", dict(lr=0.1, momentum=0.9, centered=True), ["square_avg", "momentum_buffer", "grad_avg"]),
+    (
+        "RMSprop",
+        dict(lr=0.1, momentum=0.9, centered=True),
+        ["square_avg", "momentum_buffer", "grad_avg"],
+    ),
     ("RMSprop", dict(lr=0.1, weight_decay=0.1, maximize=True), ["square_avg"]),
-    ("Adam", dict(lr=0.1, amsgrad=True, weight_decay=0.1), ["exp_avg", "exp_avg_sq", "max_exp_avg_sq"]),
+    (
+        "Adam",
+        dict(lr=0.1, amsgrad=True, weight_decay=0.1),
+        ["exp_avg", "exp_avg_sq", "max_exp_avg_sq"],
+    ),
     ("Adam", dict(lr=0.1, bias_correction=False), ["exp_avg", "exp_avg_sq"]),
     ("AdamW", dict(lr=0.1, weight_decay=0.1), ["exp_avg", "exp_avg_sq"]),
     ("NAdam", dict(lr=0.1, weight_decay=0.1), ["exp_avg", "exp_avg_sq"]),
@@ -203,7 +211,7 @@ def _differentiable_step(module, name, kwargs, keys, param, grad, *state_tensors
     p = param.clone()
     p.grad = grad
     opt = getattr(module, name)([p], differentiable=True, **kwargs)
-    state = {k: t.clone() for k, t in zip(keys, state_tensors)}
+    state = {k: t.clone() for k, t in zip(keys, state_tensors, strict=True)}
     if name != "SGD":
         state["step"] = torch.tensor(3.0, dtype=torch.float64)
     if name == "NAdam":
@@ -228,10 +236,14 @@ def test_differentiable_step_has_correct_gradients(case):
     torch.autograd.gradcheck(
         lambda *xs: _differentiable_step(optimlab, name, kwargs, keys, *xs), inputs
     )
-    if (name, kwargs) in TORCH_CASES or not set(kwargs) & {"momentum_form", "eps_inside_sqrt", "bias_correction"}:
+    if (name, kwargs) in TORCH_CASES or not set(kwargs) & {
+        "momentum_form",
+        "eps_inside_sqrt",
+        "bias_correction",
+    }:
         ours_out = _differentiable_step(optimlab, name, kwargs, keys, *inputs)
         torch_out = _differentiable_step(torch.optim, name, kwargs, keys, *inputs)
-        for a, b in zip(ours_out, torch_out):
+        for a, b in zip(ours_out, torch_out, strict=True):
             torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 
 

@@ -51,7 +51,13 @@ CASES = [
         False,
     ),
     ("SGD", dict(lr=0.1, fused=True, differentiable=True), RuntimeError, r"`fused` does not", True),
-    ("SGD", dict(lr=0.1, fused=True, foreach=True), RuntimeError, r"cannot be `True` together", True),
+    (
+        "SGD",
+        dict(lr=0.1, fused=True, foreach=True),
+        RuntimeError,
+        r"cannot be `True` together",
+        True,
+    ),
     ("Adagrad", dict(lr=-1.0), ValueError, r"Invalid learning rate: -1.0", True),
     ("Adagrad", dict(lr_decay=-0.1), ValueError, r"Invalid lr_decay value: -0.1", True),
     ("Adagrad", dict(weight_decay=-0.1), ValueError, r"Invalid weight_decay value: -0.1", True),
@@ -87,7 +93,13 @@ CASES = [
     ("AdamW", dict(weight_decay=-1.0), ValueError, r"Invalid weight_decay value: -1.0", True),
     ("NAdam", dict(lr=-2e-3), ValueError, r"Invalid learning rate: -0.002", True),
     ("NAdam", dict(momentum_decay=-1.0), ValueError, r"Invalid momentum_decay value: -1.0", True),
-    ("NAdam", dict(betas=(-0.1, 0.9)), ValueError, r"Invalid beta parameter at index 0: -0.1", True),
+    (
+        "NAdam",
+        dict(betas=(-0.1, 0.9)),
+        ValueError,
+        r"Invalid beta parameter at index 0: -0.1",
+        True,
+    ),
 ]
 
 

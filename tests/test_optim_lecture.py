@@ -180,7 +180,9 @@ SNIPPETS = [
         "rmsprop",
         lecture_rmsprop,
         dict(lr=0.01, dr=0.9, eps=1e-8),
-        lambda p: optimlab.RMSprop(p, lr=0.01, alpha=0.9, eps=1e-8, eps_inside_sqrt=True, fused=False),
+        lambda p: optimlab.RMSprop(
+            p, lr=0.01, alpha=0.9, eps=1e-8, eps_inside_sqrt=True, fused=False
+        ),
     ),
     (
         "adam without bias correction",

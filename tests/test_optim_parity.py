@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from optim_cases import TORCH_CASES, case_id, ours, theirs
 
 STEPS = 25
@@ -60,7 +61,7 @@ def test_reference_matches_torch_bitwise(case, dtype, pattern):
     opt_b = theirs(name, _groups(b, pattern, kwargs), kwargs)
     run(opt_a, a, STEPS, pattern)
     run(opt_b, b, STEPS, pattern)
-    for pa, pb in zip(a, b):
+    for pa, pb in zip(a, b, strict=True):
         torch.testing.assert_close(pa, pb, rtol=0, atol=0)
     _assert_same_state(opt_a, opt_b, rtol=0, atol=0)
 
@@ -151,5 +152,5 @@ def test_tensor_betas_match_torch():
     opt_b = theirs("Adam", b, dict(lr=0.01, betas=betas))
     run(opt_a, a, STEPS, "dense")
     run(opt_b, b, STEPS, "dense")
-    for pa, pb in zip(a, b):
+    for pa, pb in zip(a, b, strict=True):
         torch.testing.assert_close(pa, pb, rtol=1e-6, atol=1e-7)

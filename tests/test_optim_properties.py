@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from optim_cases import ours, theirs
 
 unit = st.floats(0.0, 0.99)
@@ -63,10 +64,10 @@ def test_reference_equals_torch_for_random_problems(problem, shape_list, steps, 
     b = [t.clone().requires_grad_() for t in init]
     opt_a, opt_b = ours(name, a, kwargs, fused=False), theirs(name, b, kwargs)
     for _ in range(steps):
-        for pa, pb in zip(a, b):
+        for pa, pb in zip(a, b, strict=True):
             g = torch.randn(pa.shape, generator=gen, dtype=dtype)
             pa.grad, pb.grad = g.clone(), g.clone()
         opt_a.step()
         opt_b.step()
-    for pa, pb in zip(a, b):
+    for pa, pb in zip(a, b, strict=True):
         torch.testing.assert_close(pa, pb, rtol=0, atol=0, equal_nan=True)

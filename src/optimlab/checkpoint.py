@@ -92,7 +92,9 @@ def load(path: str | os.PathLike, *, map_location: Any = None, weights_only: boo
         raise CheckpointError(f"{path} is not an optimlab checkpoint (bad header)")
     _, version, length, digest = _HEADER.unpack_from(data)
     if version != VERSION:
-        raise CheckpointError(f"{path} has checkpoint format {version}; this optimlab reads {VERSION}")
+        raise CheckpointError(
+            f"{path} has checkpoint format {version}; this optimlab reads {VERSION}"
+        )
     payload = memoryview(data)[_HEADER.size :]
     if len(payload) != length:
         raise CheckpointError(

@@ -1,0 +1,128 @@
+"""optimlab inside torch.distributed: DDP, ZeRO-1, FSDP2, distributed checkpoints,
+and exact resume across process restarts.  Two processes on loopback with gloo;
+see dist_workers.py for the harness (free port, timeout, cleanup)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.distributed as dist
+
+from dist_workers import (
+    OPTIMIZERS,
+    STEPS,
+    dcp_worker,
+    ddp_worker,
+    fsdp2_worker,
+    launch,
+    resume_worker,
+    single_process_run,
+    zero_worker,
+)
+from optim_cases import case_id
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not dist.is_available(), reason="torch built without distributed"),
+]
+ROWS = list(enumerate(OPTIMIZERS))
+# the same math on a split batch: gradients are averaged in another order
+SPLIT_BATCH = dict(rtol=1e-5, atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Match the workers' thread count, so single-process oracles reduce the same way."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def oracle(one_thread):
+    return {i: single_process_run(name, kwargs) for i, (name, kwargs) in ROWS}
+
+
+@pytest.fixture(scope="module")
+def ddp_results(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ddp")
+    launch(ddp_worker, out)
+    return [torch.load(out / f"ddp{r}.pt") for r in range(2)]
+
+
+@pytest.mark.parametrize("row", ROWS, ids=lambda r: case_id(r[1]))
+def test_ddp_matches_single_process_on_the_global_batch(row, ddp_results, oracle):
+    index, _ = row
+    rank0, rank1 = ddp_results[0][index], ddp_results[1][index]
+    for a, b, expected in zip(rank0, rank1, oracle[index], strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)  # also checked after every step
+        torch.testing.assert_close(a, expected, **SPLIT_BATCH)
+
+
+@pytest.fixture(scope="module")
+def zero_results(tmp_path_factory):
+    out = tmp_path_factory.mktemp("zero")
+    launch(zero_worker, out)
+    return [torch.load(out / f"zero{r}.pt") for r in range(2)]
+
+
+@pytest.mark.parametrize("row", ROWS, ids=lambda r: case_id(r[1]))
+def test_zero_redundancy_optimizer_matches_unsharded(row, zero_results):
+    """Each rank updates its shard with the same per-tensor math: bitwise equal.
+    (The worker also checks that consolidate_state_dict + state_dict load into a
+    plain optimizer and equal its state.)"""
+    index, _ = row
+    for rank in range(2):
+        sharded, plain = zero_results[rank][index]
+        for a, b in zip(sharded, plain, strict=True):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+@pytest.fixture(scope="module")
+def fsdp2_results(tmp_path_factory):
+    out = tmp_path_factory.mktemp("fsdp2")
+    launch(fsdp2_worker, out)
+    return [torch.load(out / f"fsdp2_{r}.pt") for r in range(2)]
+
+
+@pytest.mark.parametrize("row", ROWS, ids=lambda r: case_id(r[1]))
+def test_fsdp2_matches_single_process(row, fsdp2_results, oracle):
+    index, _ = row
+    for rank in range(2):
+        for a, expected in zip(fsdp2_results[rank][index], oracle[index], strict=True):
+            torch.testing.assert_close(a, expected, **SPLIT_BATCH)
+
+
+def _head_and_tail(tmp_path_factory, worker, name, *args, world_size=2):
+    out = tmp_path_factory.mktemp(name)
+    launch(worker, out, *args, "head", 3, world_size=world_size)
+    launch(worker, out, *args, "tail", 3, world_size=world_size)
+    return out
+
+
+@pytest.mark.parametrize("wrapper", ["ddp", "fsdp2"])
+def test_distributed_checkpoint_resumes_exactly(wrapper, tmp_path_factory):
+    """get/set_optimizer_state_dict + torch.distributed.checkpoint, new processes,
+    the schedule's step restored: the same parameters as never stopping."""
+    out = _head_and_tail(tmp_path_factory, dcp_worker, f"dcp-{wrapper}", wrapper)
+    for rank in range(2):
+        straight = torch.load(out / f"dcp-{wrapper}-head{rank}.pt")
+        resumed = torch.load(out / f"dcp-{wrapper}-tail{rank}.pt")
+        for i, _ in ROWS:
+            for a, b in zip(resumed[i], straight[i], strict=True):
+                torch.testing.assert_close(a, b, rtol=0, atol=0, msg=f"{OPTIMIZERS[i]}")
+
+
+@pytest.mark.parametrize("world_size", [1, 2], ids=["single-process", "ddp-2"])
+def test_checkpoint_resume_is_bitwise_exact(world_size, tmp_path_factory):
+    """Every optimizer with warmup+cosine and dropout: stop after 3 steps, restart
+    fresh processes from optimlab.checkpoint, finish: bitwise the uninterrupted run."""
+    out = _head_and_tail(tmp_path_factory, resume_worker, "resume", world_size=world_size)
+    for rank in range(world_size):
+        straight = torch.load(out / f"resume-{world_size}-head{rank}.pt")
+        resumed = torch.load(out / f"resume-{world_size}-tail{rank}.pt")
+        assert len(resumed) == len(OPTIMIZERS) and STEPS > 3
+        for i, _ in ROWS:
+            for a, b in zip(resumed[i], straight[i], strict=True):
+                torch.testing.assert_close(a, b, rtol=0, atol=0, msg=f"{OPTIMIZERS[i]}")
