@@ -174,17 +174,30 @@ class Exponential(Schedule):
 
 
 class _Decay(Schedule):
-    """What the schedules that go from ``lr`` to ``final_lr`` in ``steps`` share."""
+    """The schedules that go from ``lr`` at step 0 to ``final_lr`` at ``steps``, then stay.
 
-    def _check_decay(self) -> None:
+    A subclass gives ``_remaining(t)``, the fraction of ``lr - final_lr`` still
+    left at ``0 < t < steps``.  The end points are returned as given: the formulas
+    alone can miss them by an ulp, and warmups, restarts and joins rely on a
+    piece starting at exactly ``lr`` and ending at exactly ``final_lr``.
+    """
+
+    def __post_init__(self) -> None:
         self._set(
             lr=_check.number("lr", self.lr),
             steps=_check.integer("steps", self.steps),
             final_lr=_check.number("final_lr", self.final_lr),
         )
 
-    def _progress(self, t: int) -> float:
-        return min(t, self.steps) / self.steps
+    def _value(self, t: int) -> float:
+        if t == 0:
+            return self.lr
+        if t >= self.steps:
+            return self.final_lr
+        return self.final_lr + (self.lr - self.final_lr) * self._remaining(t)
+
+    def _remaining(self, t: int) -> float:
+        raise NotImplementedError
 
 
 @_frozen
@@ -196,16 +209,9 @@ class Cosine(_Decay):
     steps: int
     final_lr: float = 0.0
 
-    def __post_init__(self) -> None:
-        self._check_decay()
-
-    def _value(self, t: int) -> float:
-        # torch's closed form, term for term; cos(pi) == -1.0 exactly, so the
-        # value at t >= steps is final_lr exactly and joins meet without a seam.
-        t = min(t, self.steps)
-        return (
-            self.final_lr + (self.lr - self.final_lr) * (1 + math.cos(math.pi * t / self.steps)) / 2
-        )
+    def _remaining(self, t: int) -> float:
+        # As torch's closed form, so values agree to the last bit.
+        return (1 + math.cos(math.pi * t / self.steps)) / 2
 
 
 @_frozen
@@ -217,12 +223,8 @@ class Linear(_Decay):
     steps: int
     final_lr: float = 0.0
 
-    def __post_init__(self) -> None:
-        self._check_decay()
-
-    def _value(self, t: int) -> float:
-        # Written from the end point so that t >= steps gives final_lr exactly.
-        return self.final_lr + (self.lr - self.final_lr) * (1 - self._progress(t))
+    def _remaining(self, t: int) -> float:
+        return 1 - t / self.steps
 
 
 @_frozen
@@ -236,11 +238,11 @@ class Polynomial(_Decay):
     final_lr: float = 0.0
 
     def __post_init__(self) -> None:
-        self._check_decay()
+        super().__post_init__()
         self._set(power=_check.number("power", self.power, positive=True))
 
-    def _value(self, t: int) -> float:
-        return self.final_lr + (self.lr - self.final_lr) * (1 - self._progress(t)) ** self.power
+    def _remaining(self, t: int) -> float:
+        return (1 - t / self.steps) ** self.power
 
 
 @_frozen
