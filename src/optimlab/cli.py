@@ -12,7 +12,9 @@ import importlib
 import sys
 
 # name -> module defining HELP, configure(parser), run(args)
-COMMANDS: dict[str, str] = {}
+COMMANDS: dict[str, str] = {
+    "schedule": "optimlab.schedules.cli",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
