@@ -1,4 +1,4 @@
-"""Fully sharded training (FSDP2) with an optimlab optimizer, resumable from a distributed checkpoint.
+"""Fully sharded training (FSDP2) with an optimlab optimizer, resumable from a DCP checkpoint.
 
     torchrun --standalone --nproc_per_node=2 examples/fsdp2_train.py --steps 200 --ckpt fsdp2-ckpt
 
