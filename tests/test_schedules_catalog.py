@@ -13,6 +13,7 @@ import pickle
 import pytest
 import torch
 
+import optimlab.schedules
 from optimlab.schedules import (
     ScheduledHyperparameter,
     ScheduledLR,
@@ -98,6 +99,8 @@ def test_spec_round_trip(schedule):
     assert again == schedule
     assert again.spec == text
     assert [again(t) for t in range(80)] == [schedule(t) for t in range(80)]
+    # The same text is also the Python call that builds it.
+    assert eval(text, vars(optimlab.schedules)) == schedule
 
 
 @pytest.mark.parametrize("schedule", CATALOG, ids=IDS)

@@ -350,7 +350,8 @@ def warmup_stable_decay(
     ``cosine(lr, decay_steps, final_lr)`` or ``linear(...)`` (``decay=``); a
     zero ``warmup_steps`` or ``stable_steps`` leaves that phase out.  Matches HF
     ``get_wsd_schedule(warmup_type="linear", decay_type=decay, min_lr_ratio=final_lr
-    / lr)`` except that HF's warmup starts at ``final_lr``, this one at 0.
+    / lr)`` from the end of warmup on; recent HF versions start the warmup at
+    ``final_lr``, this one starts it at 0 (as ``warmup`` does).
 
     Reference: S. Hu et al., "MiniCPM: Unveiling the Potential of Small Language
     Models with Scalable Training Strategies", 2024, https://arxiv.org/abs/2404.06395
