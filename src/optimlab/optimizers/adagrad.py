@@ -23,6 +23,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
+from ..kernels import KernelCall, on
 from .base import Optimizer, check_nonnegative, next_step, step_counter
 
 __all__ = ["Adagrad"]
@@ -111,6 +112,16 @@ class Adagrad(Optimizer):
         else:
             std = dw_squared.sqrt() + h.eps if h.differentiable else dw_squared.sqrt().add_(h.eps)
         param.addcdiv_(g, std, value=-clr)  # w = w - lr * dw / std
+
+    def _kernel(self, h: AdagradHyper) -> KernelCall:
+        return KernelCall(
+            "adagrad",
+            ("sum", None, None),
+            ("step",),
+            dict(lr=float(h.lr), lr_decay=h.lr_decay, weight_decay=h.weight_decay, eps=h.eps),
+            on(maximize=h.maximize, weight_decay=h.weight_decay != 0,
+               eps_inside=h.eps_inside_sqrt),
+        )  # fmt: skip
 
 
 def _sparse_update(param: Tensor, g: Tensor, dw_squared: Tensor, clr: Any, h: AdagradHyper) -> None:

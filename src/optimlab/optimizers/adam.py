@@ -27,6 +27,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
+from ..kernels import KernelCall, on
 from .base import (
     Optimizer,
     check_betas,
@@ -132,6 +133,17 @@ class Adam(Optimizer):
         else:
             param.addcdiv_(first_moment, denom, value=-step_size)
 
+    def _kernel(self, h: AdamHyper) -> KernelCall:
+        beta1, beta2 = (float(b) for b in h.betas)
+        return KernelCall(
+            "adam",
+            ("exp_avg", "exp_avg_sq", "max_exp_avg_sq" if h.amsgrad else None),
+            ("step",),
+            dict(lr=float(h.lr), beta1=beta1, beta2=beta2, eps=h.eps,
+                 weight_decay=h.weight_decay),
+            on(maximize=h.maximize, weight_decay=h.weight_decay != 0,
+               decoupled=h.decoupled_weight_decay, bias_correction=h.bias_correction),
+        )  # fmt: skip
 
 class AdamW(Adam):
     """Adam with decoupled weight decay (Loshchilov & Hutter 2019); see :class:`Adam`."""

@@ -31,6 +31,9 @@ from typing import Any, ClassVar, NamedTuple
 import torch
 from torch import Tensor
 
+from ..kernels import KernelCall
+from ..kernels import cpu as cpu_kernels
+
 __all__ = ["Optimizer", "check", "check_number", "keep", "next_step", "scalar_dtype"]
 
 
@@ -115,6 +118,9 @@ class Optimizer(torch.optim.Optimizer):
     """Base class of optimlab's optimizers (see the module docstring)."""
 
     Hyper: ClassVar[type[NamedTuple]]
+    # torch.amp.GradScaler.step hands this optimizer ``grad_scale`` and ``found_inf``
+    # instead of unscaling the grads itself: the kernels unscale in their one pass.
+    _step_supports_amp_scaling: ClassVar[bool] = True
     supports_sparse: ClassVar[bool] = False
     # torch's wording, e.g. "Adam does not support sparse gradients, please consider SparseAdam"
     sparse_hint: ClassVar[str] = ""
@@ -143,12 +149,18 @@ class Optimizer(torch.optim.Optimizer):
     def _has_state(self, group: dict[str, Any]) -> bool:
         return True
 
+    def _kernel(self, hyper: Any) -> KernelCall | None:
+        """This step as a fused kernel sees it; None: no kernel, the reference path."""
+        return None
+
     # -- torch.optim.Optimizer ------------------------------------------------
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         if isinstance(param_group, dict):
             self._validate({**self.defaults, **param_group})
         super().add_param_group(param_group)
+        if self.param_groups[-1].get("fused"):
+            self._check_fused(self.param_groups[-1])
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         # Called by load_state_dict and unpickling.  A checkpoint written by
@@ -168,6 +180,14 @@ class Optimizer(torch.optim.Optimizer):
             if "mu_product" in param_state:
                 param_state["mu_product"] = param_state["mu_product"].to(scalar_dtype())
 
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        # Which backend runs the step (fused, foreach) is this instance's choice, not the
+        # checkpoint's: a torch checkpoint says fused=None, which here means the kernels.
+        chosen = [(group.get("fused"), group.get("foreach")) for group in self.param_groups]
+        super().load_state_dict(state_dict)
+        for group, (fused, foreach) in zip(self.param_groups, chosen, strict=True):
+            group["fused"], group["foreach"] = fused, foreach
+
     def hyper(self, group: dict[str, Any]) -> Any:
         """The group's hyperparameters as this optimizer's ``Hyper`` NamedTuple."""
         return self.Hyper(*(_as_scalar(group[field]) for field in self.Hyper._fields))
@@ -183,16 +203,63 @@ class Optimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        # set by torch.amp.GradScaler.step (see _step_supports_amp_scaling)
+        grad_scale = getattr(self, "grad_scale", None)
+        found_inf = getattr(self, "found_inf", None)
+        if found_inf is not None and bool(found_inf):
+            return loss  # inf/NaN in the scaled grads: skip, state and steps untouched
         with torch.set_grad_enabled(self.defaults["differentiable"]):
-            for group in self.param_groups:
-                self._step_group(group)
+            for index, group in enumerate(self.param_groups):
+                self._step_group(index, group, grad_scale)
         return loss
 
-    def _step_group(self, group: dict[str, Any]) -> None:
+    def _step_group(
+        self, index: int, group: dict[str, Any], grad_scale: Tensor | None = None
+    ) -> None:
         hyper = self.hyper(group)
-        for param in group["params"]:
+        params = group["params"]
+        if self._use_kernels(group):
+            from ..kernels.cpu import backend
+
+            params = backend.step_group(self, index, group, self._kernel(hyper), grad_scale)
+        for param in params:  # what the kernels did not take: per tensor
             if param.grad is not None:
+                if grad_scale is not None:
+                    param.grad.div_(grad_scale.to(param.grad.device))
                 self._reference_step(param, param.grad, self._state_of(param, group), hyper)
+
+    # -- backend choice -------------------------------------------------------
+
+    def _use_kernels(self, group: dict[str, Any]) -> bool:
+        """Whether ``group`` steps through the fused kernels.
+
+        ``fused=None`` (the default) takes them when they are built, for every tensor they
+        can take; ``fused=False`` never; ``fused=True`` always, or raises.  ``foreach`` is
+        accepted for torch compatibility and ignored.
+        """
+        fused = group.get("fused")
+        if fused is False or group.get("differentiable") or type(self)._kernel is Optimizer._kernel:
+            return False
+        if not cpu_kernels.AVAILABLE:
+            if fused:
+                raise RuntimeError(f"{type(self).__name__}(fused=True): {cpu_kernels.UNAVAILABLE}")
+            cpu_kernels.warn_unavailable()
+            return False
+        return True
+
+    def _check_fused(self, group: dict[str, Any]) -> None:
+        """``fused=True``: refuse at construction what the kernels cannot honour."""
+        name = f"{type(self).__name__}(fused=True)"
+        if type(self)._kernel is Optimizer._kernel:
+            raise RuntimeError(f"{name}: this optimizer has no fused kernel")
+        if not cpu_kernels.AVAILABLE:
+            raise RuntimeError(f"{name}: {cpu_kernels.UNAVAILABLE}")
+        from ..kernels.cpu import backend
+
+        for param in group["params"]:
+            why = backend.unsupported(param)
+            if why:
+                raise RuntimeError(f"{name} cannot run: {why}")
 
     def _state_of(self, param: Tensor, group: dict[str, Any]) -> dict[str, Any]:
         if not self._has_state(group):

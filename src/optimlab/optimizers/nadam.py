@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 
 from torch import Tensor
 
+from ..kernels import KernelCall, on
 from .base import (
     Optimizer,
     check_betas,
@@ -114,3 +115,15 @@ class NAdam(Optimizer):
         param.addcdiv_(
             keep(m, h.differentiable), denom, value=(-h.lr * mu_next) / (1.0 - mu_product_next)
         )
+
+    def _kernel(self, h: NAdamHyper) -> KernelCall:
+        beta1, beta2 = (float(b) for b in h.betas)
+        return KernelCall(
+            "nadam",
+            ("exp_avg", "exp_avg_sq", None),
+            ("step", "mu_product"),
+            dict(lr=float(h.lr), beta1=beta1, beta2=beta2, eps=h.eps,
+                 weight_decay=h.weight_decay, momentum_decay=h.momentum_decay),
+            on(maximize=h.maximize, weight_decay=h.weight_decay != 0,
+               decoupled=h.decoupled_weight_decay),
+        )  # fmt: skip

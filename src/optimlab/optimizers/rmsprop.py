@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 
 from torch import Tensor
 
+from ..kernels import KernelCall, on
 from .base import (
     Optimizer,
     check,
@@ -121,3 +122,15 @@ class RMSprop(Optimizer):
             param.add_(b, alpha=-h.lr)
         else:
             param.addcdiv_(g, std, value=-h.lr)  # w = w - lr * dw / std
+
+    def _kernel(self, h: RMSpropHyper) -> KernelCall:
+        return KernelCall(
+            "rmsprop",
+            ("square_avg", "momentum_buffer" if h.momentum > 0 else None,
+             "grad_avg" if h.centered else None),
+            ("step",),
+            dict(lr=float(h.lr), alpha=h.alpha, eps=h.eps, weight_decay=h.weight_decay,
+                 momentum=h.momentum),
+            on(maximize=h.maximize, weight_decay=h.weight_decay != 0,
+               eps_inside=h.eps_inside_sqrt),
+        )  # fmt: skip

@@ -33,6 +33,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
+from ..kernels import KernelCall, on
 from .base import Optimizer, check, check_choice, check_nonnegative, check_number
 
 __all__ = ["SGD"]
@@ -141,6 +142,19 @@ class SGD(Optimizer):
                 b.mul_(h.momentum).add_(g, alpha=1 - h.dampening)
             g = g.add(b, alpha=h.momentum) if h.nesterov and not plain_momentum else b
         _add_scaled_(param, g, -h.lr)  # w = w - lr * dw
+
+    def _kernel(self, h: SGDHyper) -> KernelCall:
+        buffer = "velocity" if h.momentum_form == "lecture" else "momentum_buffer"
+        return KernelCall(
+            "sgd",
+            (buffer if h.momentum != 0 else None, None, None),
+            (),
+            dict(lr=float(h.lr), momentum=h.momentum, dampening=h.dampening,
+                 weight_decay=float(h.weight_decay)),
+            on(maximize=h.maximize, weight_decay=h.weight_decay != 0,
+               nesterov=h.nesterov and h.nesterov_form != "lookahead",
+               lecture=h.momentum_form == "lecture"),
+        )  # fmt: skip
 
     # -- Nesterov's look-ahead form -------------------------------------------
 

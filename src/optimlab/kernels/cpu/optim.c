@@ -1,0 +1,611 @@
+/* optimlab's fused CPU optimizer kernels: one pass over memory per step, one
+ * parallel region per param group.
+ *
+ * Python (optimlab/kernels/cpu/backend.py) hands over a table of rows, one per
+ * tensor: raw data pointers from Tensor.data_ptr() (no torch C++ ABI), the
+ * element count, the scalar state counters, and per-row flags.  `step` advances
+ * the counters serially, then splits the elements of all rows evenly across
+ * OpenMP threads; each thread walks its rows and runs the optimizer's
+ * per-element update (updates.h) over its share.  `bind` re-validates the
+ * table cheaply before each step (the pointers of params and fresh grads).
+ *
+ * Build: -O3 -fno-math-errno (else sqrtf stays a libm call and the loops do
+ * not vectorize: 3x slower), -fno-trapping-math (lets conditionals on flags be
+ * if-converted), -ffp-contract=off (only the fma()s written below are fused,
+ * so results match torch bitwise on every instruction set), -fopenmp.
+ * OpenMP comes from torch's own libgomp: torch is imported first, so the
+ * loader resolves our libgomp.so.1 to the copy already mapped, and the
+ * kernels share torch's thread pool instead of oversubscribing the cores.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <stdint.h>
+#include <string.h>
+#include <tgmath.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+/* x86-64 Linux with GCC >= 11: AVX-512, AVX2+FMA and baseline clones picked at load. */
+#if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__) && !defined(__clang__) && \
+    __GNUC__ >= 11
+#define TARGETS __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#define CLONES "x86-64-v4 (AVX-512), x86-64-v3 (AVX2+FMA), baseline"
+#else
+#define TARGETS
+#define CLONES "baseline only"
+#endif
+
+/* The per-element functions must inline into every clone (GCC inlines across a target
+ * difference only when told to); a call left in the loop stops vectorization. */
+#if defined(__GNUC__)
+#define INLINE inline __attribute__((always_inline))
+#else
+#define INLINE inline
+#endif
+
+/* Hyperparameters, in the order of HYPER_FIELDS (exported to Python). */
+enum { H_LR, H_WEIGHT_DECAY, H_MOMENTUM, H_DAMPENING, H_ALPHA, H_EPS, H_BETA1, H_BETA2,
+       H_LR_DECAY, H_MOMENTUM_DECAY, NH };
+static const char *const hyper_fields[NH] = {
+    "lr", "weight_decay", "momentum", "dampening", "alpha", "eps", "beta1", "beta2",
+    "lr_decay", "momentum_decay"};
+
+/* Flags: per call (the optimizer's options, bits 0-7) and per row (bits 8-15). */
+enum {
+    F_MAXIMIZE = 1 << 0, F_WD = 1 << 1, F_NESTEROV = 1 << 2, F_LECTURE = 1 << 3,
+    F_DECOUPLED = 1 << 4, F_EPS_INSIDE = 1 << 5, F_BIAS_CORRECTION = 1 << 6,
+    ROW_ACTIVE = 1 << 8,   /* has a grad this step */
+    F_FRESH = 1 << 9,      /* state slots just created: SGD's buffer takes the grad */
+    ROW_NOSTATE = 1 << 10, /* no state yet (no grad when planned): bind asks for a re-plan */
+    ROW_STRIDED = 1 << 11, /* dense but not contiguous: grads must match the param's strides */
+    ROW_STEP_F64 = 1 << 12, ROW_MU_F64 = 1 << 13,
+    ROW_DTYPE_SHIFT = 16, /* bits 16-19: dtype code */
+};
+static const char *const flag_names[] = {
+    "maximize", "weight_decay", "nesterov", "lecture", "decoupled", "eps_inside",
+    "bias_correction", NULL, "active", "fresh", "nostate", "strided", "step_f64", "mu_f64"};
+
+/* Per-tensor scalars (double, from the hyperparameters and the tensor's counters), rounded
+ * to the math type before the loop; updates.h indexes them. */
+enum { K_NEG_LR, K_WD, K_MOMENTUM, K_ONE_MINUS_DAMPENING, K_NEG_STEP, K_NEG_STEP_NEXT, K_EPS,
+       K_ALPHA, K_ONE_MINUS_ALPHA, K_DECAY, K_ONE_MINUS_BETA1, K_BETA2, K_ONE_MINUS_BETA2,
+       K_SQRT_BC2, K_BC2, NK };
+
+/* One tensor: the layout of a row of backend.py's int64 table. */
+typedef struct {
+    void *p, *g, *s[3];
+    int64_t n;
+    void *step, *mu_product;
+    int64_t flags, spare;
+} Row;
+
+#define real float
+#define BITS uint32_t
+#define F(name) name##_f
+#include "updates.h"
+#undef real
+#undef BITS
+#undef F
+#define real double
+#define BITS uint64_t
+#define F(name) name##_d
+#include "updates.h"
+#undef real
+#undef BITS
+#undef F
+
+/* ---- dtypes: storage type, math type, load and store, in this one place ---------------- */
+
+enum { DT_F32, DT_F64, DT_BF16, DT_F16, NDT };
+
+static INLINE float f32_from_bits(uint32_t u)
+{
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+static INLINE uint32_t f32_bits(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    return u;
+}
+
+/* IEEE half <-> float in integer arithmetic (F. Giesen's branch-free conversions, exact,
+ * round to nearest even; NaN -> 0x7e00 as c10::Half): GCC 12 calls libgcc for each
+ * _Float16 conversion without AVX512-FP16, which keeps the loops scalar; these vectorize. */
+static INLINE float f16_load(uint16_t h)
+{
+    uint32_t o = (uint32_t)(h & 0x7fffu) << 13, exp = o & (0x7c00u << 13);
+    o += (127 - 15) << 23;
+    uint32_t special = o + ((128 - 16) << 23);                                /* inf, NaN */
+    float tiny = f32_from_bits(o + (1u << 23)) - f32_from_bits(113u << 23); /* subnormal */
+    o = exp == (0x7c00u << 13) ? special : (exp == 0 ? f32_bits(tiny) : o);
+    return f32_from_bits(o | ((uint32_t)(h & 0x8000u) << 16));
+}
+
+static INLINE uint16_t f16_store(float x)
+{
+    uint32_t f = f32_bits(x), sign = f & 0x80000000u;
+    f ^= sign;
+    const float magic = f32_from_bits(((127 - 15) + (23 - 10) + 1) << 23);
+    uint32_t big = f > (255u << 23) ? 0x7e00u : 0x7c00u; /* NaN, or overflow to inf */
+    uint32_t tiny = f32_bits(f32_from_bits(f) + magic) - f32_bits(magic);
+    uint32_t normal = (f + ((uint32_t)(15 - 127) << 23) + 0xfffu + ((f >> 13) & 1u)) >> 13;
+    uint32_t o = f >= ((127u + 16) << 23) ? big : (f < (113u << 23) ? tiny : normal);
+    return (uint16_t)(o | (sign >> 16));
+}
+
+static INLINE float bf16_load(uint16_t x) { return f32_from_bits((uint32_t)x << 16); }
+
+/* Round to nearest even, NaN kept quiet: c10::BFloat16's rounding. */
+static INLINE uint16_t bf16_store(float f)
+{
+    uint32_t u = f32_bits(f), rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+    return (f != f) ? (uint16_t)0x7fc0 : (uint16_t)rounded;
+}
+
+typedef float f32_t;
+typedef double f64_t;
+typedef uint16_t bf16_t;
+typedef uint16_t f16_t;
+#define f32_load(x) (x)
+#define f32_store(x) (x)
+#define f64_load(x) (x)
+#define f64_store(x) (x)
+#define REAL_f32 f
+#define REAL_f64 d
+#define REAL_bf16 f
+#define REAL_f16 f
+
+#define CAT_(a, b) a##b
+#define CAT(a, b) CAT_(a, b)
+#define MATH_f float
+#define MATH_d double
+
+/* ---- the generic multi-tensor driver ------------------------------------------------ */
+
+/* Elements [lo, hi) of one row. */
+typedef void (*Loop)(const double *dk, int64_t flags, const Row *row, int64_t lo, int64_t hi,
+                     float scale);
+
+/* One loop per (optimizer, slot set V, dtype).  `scale` != 0 unscales the gradient
+ * (GradScaler) and writes it back, as torch's fused kernels do. */
+#define LOOP_BODY(OPT, V, D, UNSCALE)                                                        \
+    for (int64_t i = lo; i < hi; i++) {                                                      \
+        R P = CAT(D, _load)(p[i]), G = CAT(D, _load)(g[i]), S[3];                            \
+        if (UNSCALE) {                                                                       \
+            G = G / sc;                                                                      \
+            g[i] = CAT(D, _store)(G);                                                        \
+        }                                                                                    \
+        if ((V) & 1) S[0] = CAT(D, _load)(s0[i]);                                            \
+        if ((V) & 2) S[1] = CAT(D, _load)(s1[i]);                                            \
+        if ((V) & 4) S[2] = CAT(D, _load)(s2[i]);                                            \
+        CAT(OPT##_, CAT(REAL_, D))(k, flags, (V), &P, G, S);                                 \
+        p[i] = CAT(D, _store)(P);                                                            \
+        if ((V) & 1) s0[i] = CAT(D, _store)(S[0]);                                           \
+        if ((V) & 2) s1[i] = CAT(D, _store)(S[1]);                                           \
+        if ((V) & 4) s2[i] = CAT(D, _store)(S[2]);                                           \
+    }
+
+#define DEFINE_LOOP(OPT, V, D)                                                               \
+    TARGETS static void OPT##_##V##_##D(const double *dk, int64_t flags, const Row *row,     \
+                                        int64_t lo, int64_t hi, float scale)                 \
+    {                                                                                        \
+        typedef CAT(MATH_, CAT(REAL_, D)) R;                                                 \
+        R k[NK];                                                                             \
+        for (int j = 0; j < NK; j++) k[j] = (R)dk[j];                                        \
+        D##_t *restrict p = row->p, *restrict g = row->g;                                    \
+        D##_t *restrict s0 = row->s[0], *restrict s1 = row->s[1], *restrict s2 = row->s[2]; \
+        const R sc = (R)scale;                                                               \
+        (void)s0, (void)s1, (void)s2;                                                        \
+        if (scale != 0.0f) {                                                                 \
+            LOOP_BODY(OPT, V, D, 1)                                                          \
+        } else {                                                                             \
+            LOOP_BODY(OPT, V, D, 0)                                                          \
+        }                                                                                    \
+    }
+
+#define FOR_DTYPES(X, OPT, V) X(OPT, V, f32) X(OPT, V, f64) X(OPT, V, bf16) X(OPT, V, f16)
+#define DTYPE_LOOPS(OPT, V) {OPT##_##V##_f32, OPT##_##V##_f64, OPT##_##V##_bf16, OPT##_##V##_f16}
+
+/* The slot sets each optimizer runs with (see updates.h for the slots). */
+FOR_DTYPES(DEFINE_LOOP, sgd, 0)
+FOR_DTYPES(DEFINE_LOOP, sgd, 1)
+FOR_DTYPES(DEFINE_LOOP, adagrad, 1)
+FOR_DTYPES(DEFINE_LOOP, rmsprop, 1)
+FOR_DTYPES(DEFINE_LOOP, rmsprop, 3)
+FOR_DTYPES(DEFINE_LOOP, rmsprop, 5)
+FOR_DTYPES(DEFINE_LOOP, rmsprop, 7)
+FOR_DTYPES(DEFINE_LOOP, adam, 3)
+FOR_DTYPES(DEFINE_LOOP, adam, 7)
+FOR_DTYPES(DEFINE_LOOP, nadam, 3)
+
+/* ---- per-optimizer scalars: what the reference computes in Python doubles ------------- */
+
+/* Fill the K_* scalars of one tensor, from its step t (after the increment) and mu_product. */
+typedef void (*Prepare)(const double *h, int64_t flags, double t, double mu_product, double *k);
+
+static void prepare_common(const double *h, double *k)
+{
+    k[K_NEG_LR] = -h[H_LR];
+    k[K_WD] = h[H_WEIGHT_DECAY];
+    k[K_MOMENTUM] = h[H_MOMENTUM];
+    k[K_ONE_MINUS_DAMPENING] = 1 - h[H_DAMPENING];
+    k[K_EPS] = h[H_EPS];
+    k[K_ALPHA] = h[H_ALPHA];
+    k[K_ONE_MINUS_ALPHA] = 1 - h[H_ALPHA];
+    k[K_DECAY] = 1 - h[H_LR] * h[H_WEIGHT_DECAY];
+    k[K_ONE_MINUS_BETA1] = 1 - h[H_BETA1];
+    k[K_BETA2] = h[H_BETA2];
+    k[K_ONE_MINUS_BETA2] = 1 - h[H_BETA2];
+}
+
+static void prepare_plain(const double *h, int64_t flags, double t, double mp, double *k)
+{
+    (void)flags, (void)t, (void)mp;
+    prepare_common(h, k);
+}
+
+static void prepare_adagrad(const double *h, int64_t flags, double t, double mp, double *k)
+{
+    (void)flags, (void)mp;
+    prepare_common(h, k);
+    k[K_NEG_STEP] = -(h[H_LR] / (1 + (t - 1) * h[H_LR_DECAY]));
+}
+
+static void prepare_adam(const double *h, int64_t flags, double t, double mp, double *k)
+{
+    (void)mp;
+    prepare_common(h, k);
+    double bc1 = 1.0, bc2 = 1.0;
+    if (flags & F_BIAS_CORRECTION) {
+        bc1 = 1 - pow(h[H_BETA1], t);
+        bc2 = 1 - pow(h[H_BETA2], t);
+    }
+    k[K_NEG_STEP] = -(h[H_LR] / bc1);
+    k[K_SQRT_BC2] = pow(bc2, 0.5);
+}
+
+/* NAdam's momentum schedule mu_t = beta1 * (1 - 0.5 * 0.96^(t * momentum_decay)). */
+static double nadam_mu(const double *h, double t)
+{
+    return h[H_BETA1] * (1.0 - 0.5 * pow(0.96, t * h[H_MOMENTUM_DECAY]));
+}
+
+static void prepare_nadam(const double *h, int64_t flags, double t, double mp, double *k)
+{
+    (void)flags;
+    prepare_common(h, k);
+    double mu = nadam_mu(h, t), mu_next = nadam_mu(h, t + 1);
+    k[K_NEG_STEP] = -h[H_LR] * (1.0 - mu) / (1.0 - mp);
+    k[K_NEG_STEP_NEXT] = (-h[H_LR] * mu_next) / (1.0 - mp * mu_next);
+    k[K_BC2] = 1 - pow(h[H_BETA2], t);
+}
+
+/* Counters of one row, as the reference advances them: step += 1 in the counter's own
+ * dtype; NAdam's mu_product *= mu_t (float32 counters multiply by (float)mu_t). */
+static double load_counter(const void *ptr, int is_f64)
+{
+    return is_f64 ? *(const double *)ptr : (double)*(const float *)ptr;
+}
+
+static void advance(const double *h, int counters, Row *row)
+{
+    if (counters < 1)
+        return;
+    if (row->flags & ROW_STEP_F64)
+        *(double *)row->step += 1.0;
+    else
+        *(float *)row->step += 1.0f;
+    if (counters < 2)
+        return;
+    double mu = nadam_mu(h, load_counter(row->step, row->flags & ROW_STEP_F64));
+    if (row->flags & ROW_MU_F64)
+        *(double *)row->mu_product *= mu;
+    else
+        *(float *)row->mu_product *= (float)mu;
+}
+
+#define NV 8
+typedef struct {
+    const char *name;
+    int counters; /* 0: none, 1: step, 2: step and mu_product */
+    Prepare prepare;
+    Loop loops[NV][NDT]; /* by slot set V, then dtype */
+} Kernel;
+
+static const Kernel kernels[] = {
+    {"sgd", 0, prepare_plain, {[0] = DTYPE_LOOPS(sgd, 0), [1] = DTYPE_LOOPS(sgd, 1)}},
+    {"adagrad", 1, prepare_adagrad, {[1] = DTYPE_LOOPS(adagrad, 1)}},
+    {"rmsprop", 1, prepare_plain,
+     {[1] = DTYPE_LOOPS(rmsprop, 1), [3] = DTYPE_LOOPS(rmsprop, 3),
+      [5] = DTYPE_LOOPS(rmsprop, 5), [7] = DTYPE_LOOPS(rmsprop, 7)}},
+    {"adam", 1, prepare_adam, {[3] = DTYPE_LOOPS(adam, 3), [7] = DTYPE_LOOPS(adam, 7)}},
+    {"nadam", 2, prepare_nadam, {[3] = DTYPE_LOOPS(nadam, 3)}},
+};
+#define NKERNELS ((int)(sizeof kernels / sizeof kernels[0]))
+
+/* Below this many elements per thread, waking another thread costs more than it saves
+ * (a parallel region is ~2-5 us; 32K Adam elements move ~0.9 MB). */
+#define GRAIN 32768
+
+/* Thread `tid` of `nt` owns elements [split(tid), split(tid + 1)) of the concatenated rows;
+ * interior boundaries fall on multiples of 64 elements. */
+static int64_t split(int64_t total, int nt, int tid)
+{
+    if (tid >= nt)
+        return total;
+    int64_t at = (int64_t)((__int128)total * tid / nt);
+    return at - at % 64;
+}
+
+static void run_share(const Kernel *kern, int variant, const double *h, int64_t call_flags,
+                      const Row *rows, int64_t nrows, int64_t lo, int64_t hi, float scale)
+{
+    double dk[NK] = {0}, last_t = -1.0, last_mp = -1.0;
+    int64_t offset = 0;
+    for (int64_t r = 0; r < nrows && offset < hi; r++) {
+        const Row *row = &rows[r];
+        if (!(row->flags & ROW_ACTIVE))
+            continue;
+        int64_t begin = offset, end = offset + row->n;
+        offset = end;
+        if (end <= lo || row->n == 0)
+            continue;
+        double t = 0.0, mp = 0.0;
+        if (kern->counters >= 1)
+            t = load_counter(row->step, row->flags & ROW_STEP_F64);
+        if (kern->counters >= 2)
+            mp = load_counter(row->mu_product, row->flags & ROW_MU_F64);
+        if (t != last_t || mp != last_mp) { /* usually once: a group's rows share a step */
+            kern->prepare(h, call_flags, t, mp, dk);
+            last_t = t, last_mp = mp;
+        }
+        int dtype = (int)((row->flags >> ROW_DTYPE_SHIFT) & 15);
+        Loop loop = kern->loops[variant][dtype];
+        int64_t a = (lo > begin ? lo : begin) - begin, b = (hi < end ? hi : end) - begin;
+        loop(dk, call_flags | (row->flags & F_FRESH), row, a, b, scale);
+    }
+}
+
+/* ---- Python bindings ----------------------------------------------------------------- */
+
+static PyObject *s_data_ptr, *s_grad, *s_is_contiguous, *s_stride;
+
+static int as_i64(PyObject *obj, int64_t *out)
+{
+    *out = PyLong_AsLongLong(obj);
+    return (*out == -1 && PyErr_Occurred()) ? -1 : 0;
+}
+
+/* step(kernel, variant, nthreads, table, nrows, hyper, flags, grad_scale, found_inf) -> int
+ *
+ * Runs one optimizer step over the active rows of `table` (the address of an int64 tensor
+ * of Row).  `hyper` is a tuple of HYPER_FIELDS floats; `grad_scale` and `found_inf` are
+ * addresses of float32 scalars or 0.  Returns the number of rows stepped, or -1 when
+ * *found_inf is nonzero (nothing was touched). */
+static PyObject *py_step(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)self;
+    int64_t kernel, variant, nthreads, table, nrows, call_flags, scale_addr, inf_addr;
+    if (nargs != 9) {
+        PyErr_SetString(PyExc_TypeError, "step() takes 9 arguments");
+        return NULL;
+    }
+    if (as_i64(args[0], &kernel) || as_i64(args[1], &variant) || as_i64(args[2], &nthreads) ||
+        as_i64(args[3], &table) || as_i64(args[4], &nrows) || as_i64(args[6], &call_flags) ||
+        as_i64(args[7], &scale_addr) || as_i64(args[8], &inf_addr))
+        return NULL;
+    if (kernel < 0 || kernel >= NKERNELS || variant < 0 || variant >= NV || nrows < 0 ||
+        (nrows > 0 && table == 0)) {
+        PyErr_SetString(PyExc_ValueError, "step(): bad kernel, variant or table");
+        return NULL;
+    }
+    if (!PyTuple_Check(args[5]) || PyTuple_GET_SIZE(args[5]) != NH) {
+        PyErr_Format(PyExc_TypeError, "step(): hyper must be a tuple of %d floats", NH);
+        return NULL;
+    }
+    double h[NH];
+    for (int j = 0; j < NH; j++) {
+        h[j] = PyFloat_AsDouble(PyTuple_GET_ITEM(args[5], j));
+        if (h[j] == -1.0 && PyErr_Occurred())
+            return NULL;
+    }
+    const Kernel *kern = &kernels[kernel];
+    Row *rows = (Row *)(intptr_t)table;
+    int64_t total = 0;
+    for (int64_t r = 0; r < nrows; r++) {
+        int dtype = (int)((rows[r].flags >> ROW_DTYPE_SHIFT) & 15);
+        if (dtype >= NDT || kern->loops[variant][dtype] == NULL) {
+            PyErr_Format(PyExc_ValueError, "step(): %s has no loop for slots %d, dtype %d",
+                         kern->name, (int)variant, dtype);
+            return NULL;
+        }
+        if (rows[r].flags & ROW_ACTIVE)
+            total += rows[r].n;
+    }
+    if (inf_addr && *(const float *)(intptr_t)inf_addr != 0.0f)
+        return PyLong_FromLong(-1);
+    float scale = scale_addr ? *(const float *)(intptr_t)scale_addr : 0.0f;
+
+    int64_t stepped = 0;
+    Py_BEGIN_ALLOW_THREADS
+    for (int64_t r = 0; r < nrows; r++) {
+        if (rows[r].flags & ROW_ACTIVE) {
+            advance(h, kern->counters, &rows[r]);
+            stepped++;
+        }
+    }
+    int64_t want = total / GRAIN + 1;
+    int nt = (int)(nthreads < want ? nthreads : want);
+    if (nt < 1)
+        nt = 1;
+#ifdef _OPENMP
+#pragma omp parallel num_threads(nt)
+    {
+        int tid = omp_get_thread_num(), n = omp_get_num_threads();
+        run_share(kern, (int)variant, h, call_flags, rows, nrows, split(total, n, tid),
+                  split(total, n, tid + 1), scale);
+    }
+#else
+    run_share(kern, (int)variant, h, call_flags, rows, nrows, 0, total, scale);
+#endif
+    for (int64_t r = 0; r < nrows; r++) {
+        if (rows[r].flags & ROW_ACTIVE)
+            rows[r].flags &= ~(int64_t)F_FRESH;
+    }
+    Py_END_ALLOW_THREADS
+    return PyLong_FromLongLong(stepped);
+}
+
+static int64_t call_data_ptr(PyObject *tensor)
+{
+    PyObject *res = PyObject_CallMethodNoArgs(tensor, s_data_ptr);
+    if (res == NULL)
+        return -1;
+    int64_t ptr = PyLong_AsLongLong(res);
+    Py_DECREF(res);
+    return ptr;
+}
+
+/* Whether a fresh grad `g` can be read with the layout of `param`'s row. */
+static int grad_layout_ok(PyObject *param, PyObject *g, int strided)
+{
+    PyObject *a, *b;
+    if (!strided) {
+        a = PyObject_CallMethodNoArgs(g, s_is_contiguous);
+        int ok = a == Py_True;
+        Py_XDECREF(a);
+        return ok;
+    }
+    a = PyObject_CallMethodNoArgs(g, s_stride);
+    b = a ? PyObject_CallMethodNoArgs(param, s_stride) : NULL;
+    int ok = a && b && PyObject_RichCompareBool(a, b, Py_EQ) == 1;
+    Py_XDECREF(a);
+    Py_XDECREF(b);
+    return ok;
+}
+
+/* bind(group_params, snapshot, params, grads, table) -> int
+ *
+ * Re-validates a cached table before a step, at a few C calls per tensor: the group's
+ * param list must still be `snapshot` (else -2); row i's param must still have the data
+ * pointer in the table, and its grad, if new, the row's layout (else i: re-plan).  Grads
+ * are re-read every step (zero_grad(set_to_none=True) makes new ones); `grads` caches the
+ * grad objects so an unchanged grad skips the layout check.  Rows without a grad are
+ * marked inactive.  Returns -1 when the table is ready. */
+static PyObject *py_bind(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)self;
+    if (nargs != 5 || !PyList_Check(args[0]) || !PyTuple_Check(args[1]) ||
+        !PyTuple_Check(args[2]) || !PyList_Check(args[3])) {
+        PyErr_SetString(PyExc_TypeError, "bind(list, tuple, tuple, list, int)");
+        return NULL;
+    }
+    PyObject *group = args[0], *snapshot = args[1], *params = args[2], *grads = args[3];
+    int64_t table;
+    if (as_i64(args[4], &table))
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(group);
+    if (n != PyTuple_GET_SIZE(snapshot))
+        return PyLong_FromLong(-2);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (PyList_GET_ITEM(group, i) != PyTuple_GET_ITEM(snapshot, i))
+            return PyLong_FromLong(-2);
+    }
+    Py_ssize_t nrows = PyTuple_GET_SIZE(params);
+    if (PyList_GET_SIZE(grads) != nrows) {
+        PyErr_SetString(PyExc_ValueError, "bind(): grads and params differ in length");
+        return NULL;
+    }
+    Row *rows = (Row *)(intptr_t)table;
+    for (Py_ssize_t i = 0; i < nrows; i++) {
+        Row *row = &rows[i];
+        PyObject *param = PyTuple_GET_ITEM(params, i);
+        int64_t ptr = call_data_ptr(param);
+        if (ptr == -1 && PyErr_Occurred())
+            goto replan;
+        if ((void *)(intptr_t)ptr != row->p)
+            return PyLong_FromSsize_t(i);
+        PyObject *g = PyObject_GetAttr(param, s_grad);
+        if (g == NULL)
+            goto replan;
+        if (g == Py_None) {
+            row->flags &= ~(int64_t)ROW_ACTIVE;
+            Py_INCREF(Py_None);
+            PyList_SetItem(grads, i, Py_None);
+            Py_DECREF(g);
+            continue;
+        }
+        if ((row->flags & ROW_NOSTATE) ||
+            (g != PyList_GET_ITEM(grads, i) &&
+             !grad_layout_ok(param, g, (row->flags & ROW_STRIDED) != 0))) {
+            Py_DECREF(g);
+            PyErr_Clear();
+            return PyLong_FromSsize_t(i);
+        }
+        int64_t gptr = call_data_ptr(g);
+        PyList_SetItem(grads, i, g); /* steals the reference */
+        if (gptr == -1 && PyErr_Occurred())
+            goto replan;
+        row->g = (void *)(intptr_t)gptr;
+        row->flags |= ROW_ACTIVE;
+        continue;
+    replan: /* a call raised (e.g. a sparse grad has no data_ptr): let Python decide */
+        PyErr_Clear();
+        return PyLong_FromSsize_t(i);
+    }
+    return PyLong_FromLong(-1);
+}
+
+static PyMethodDef methods[] = {
+    {"step", (PyCFunction)(void (*)(void))py_step, METH_FASTCALL,
+     "step(kernel, variant, nthreads, table, nrows, hyper, flags, grad_scale, found_inf)"},
+    {"bind", (PyCFunction)(void (*)(void))py_bind, METH_FASTCALL,
+     "bind(group_params, snapshot, params, grads, table) -> -1 | -2 | row to re-plan"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_optim", "optimlab's fused CPU optimizer kernels (see optim.c).",
+    -1, methods, NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__optim(void)
+{
+    s_data_ptr = PyUnicode_InternFromString("data_ptr");
+    s_grad = PyUnicode_InternFromString("grad");
+    s_is_contiguous = PyUnicode_InternFromString("is_contiguous");
+    s_stride = PyUnicode_InternFromString("stride");
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL)
+        return NULL;
+    PyObject *names = PyTuple_New(NKERNELS), *fields = PyTuple_New(NH), *flags = PyDict_New();
+    for (int i = 0; i < NKERNELS; i++)
+        PyTuple_SET_ITEM(names, i, PyUnicode_FromString(kernels[i].name));
+    for (int j = 0; j < NH; j++)
+        PyTuple_SET_ITEM(fields, j, PyUnicode_FromString(hyper_fields[j]));
+    for (int b = 0; b < (int)(sizeof flag_names / sizeof flag_names[0]); b++) {
+        if (flag_names[b]) {
+            PyObject *v = PyLong_FromLong(1L << b);
+            PyDict_SetItemString(flags, flag_names[b], v);
+            Py_DECREF(v);
+        }
+    }
+    PyModule_AddObject(m, "KERNELS", names);
+    PyModule_AddObject(m, "HYPER_FIELDS", fields);
+    PyModule_AddObject(m, "FLAGS", flags);
+    PyModule_AddIntConstant(m, "ROW_WIDTH", sizeof(Row) / sizeof(int64_t));
+    PyModule_AddIntConstant(m, "DTYPE_SHIFT", ROW_DTYPE_SHIFT);
+#ifdef _OPENMP
+    PyModule_AddIntConstant(m, "OPENMP", _OPENMP);
+#else
+    PyModule_AddIntConstant(m, "OPENMP", 0);
+#endif
+    PyModule_AddStringConstant(m, "CLONES", CLONES);
+    return m;
+}
