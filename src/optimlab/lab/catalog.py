@@ -1,0 +1,150 @@
+"""The optimizers and schedules the lab compares, by the names the command line accepts.
+
+An optimizer entry is an ``optimlab`` class and its keyword arguments (besides
+``lr``); a schedule entry turns the tuned peak learning rate and the run's
+length into an :mod:`optimlab.schedules` value, whose SPEC text goes into the
+run's configuration.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+import optimlab
+from optimlab import schedules as S
+
+__all__ = ["OPTIMIZERS", "SCHEDULES", "OptimizerSpec", "ScheduleSpec", "build_optimizer"]
+
+
+@dataclass(frozen=True)
+class OptimizerSpec:
+    name: str
+    label: str
+    cls: str  # attribute of ``optimlab``
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    family: str = "sgd"  # which learning-rate guess of a problem applies (problems.FAMILIES)
+    lecture: str = ""
+
+
+# sorted by the lecture's order
+OPTIMIZERS: dict[str, OptimizerSpec] = {
+    o.name: o
+    for o in (
+        OptimizerSpec("sgd", "SGD", "SGD", {}, "sgd", "slide 3: w -= lr * dw"),
+        OptimizerSpec(
+            "momentum", "SGD + momentum", "SGD", {"momentum": 0.9}, "momentum",
+            "slide 3: velocity v = beta v + dw (torch's form, beta = 0.9)",
+        ),
+        OptimizerSpec(
+            "nesterov", "Nesterov", "SGD", {"momentum": 0.9, "nesterov": True}, "momentum",
+            "slide 4: gradient at the look-ahead point (torch's reformulation)",
+        ),
+        OptimizerSpec("adagrad", "Adagrad", "Adagrad", {}, "adagrad", "slide 7"),
+        OptimizerSpec("rmsprop", "RMSProp", "RMSprop", {"alpha": 0.99}, "rmsprop", "slide 8"),
+        OptimizerSpec("adam", "Adam", "Adam", {"betas": [0.9, 0.999]}, "adam", "slide 10"),
+        OptimizerSpec(
+            "adam_nobc", "Adam, no bias correction", "Adam",
+            {"betas": [0.9, 0.999], "bias_correction": False}, "adam", "slide 9",
+        ),
+        OptimizerSpec(
+            "adamw", "AdamW", "AdamW", {"betas": [0.9, 0.999], "weight_decay": 0.01}, "adam",
+            "Adam with decoupled weight decay 0.01 (Loshchilov & Hutter 2019)",
+        ),
+        OptimizerSpec(
+            "nadam", "NAdam", "NAdam", {"betas": [0.9, 0.999]}, "adam",
+            "Adam with Nesterov momentum (Dozat 2016); not in the default studies",
+        ),
+    )
+}  # fmt: skip
+
+
+def build_optimizer(name: str, params: list[torch.Tensor], lr: float) -> torch.optim.Optimizer:
+    spec = OPTIMIZERS[name]
+    kwargs = dict(spec.kwargs)
+    if "betas" in kwargs:
+        kwargs["betas"] = tuple(kwargs["betas"])
+    return getattr(optimlab, spec.cls)(params, lr=lr, **kwargs)
+
+
+@dataclass(frozen=True)
+class ScheduleSpec:
+    name: str
+    label: str
+    make: Callable[[float, int], S.Schedule]  # (peak lr, steps) -> schedule
+    text: str
+
+
+def _warm(steps: int) -> int:
+    return max(1, steps // 10)
+
+
+def _with_warmup(base: Callable[[float, int], S.Schedule]) -> Callable[[float, int], S.Schedule]:
+    def make(lr: float, steps: int) -> S.Schedule:
+        w = _warm(steps)
+        return S.warmup(w, base(lr, steps - w))
+
+    return make
+
+
+def _constant(lr: float, steps: int) -> S.Schedule:
+    return S.constant(lr)
+
+
+def _step(lr: float, steps: int) -> S.Schedule:
+    return S.step_decay(lr, every=max(1, math.ceil(steps / 3)), gamma=0.1)
+
+
+def _cosine(lr: float, steps: int) -> S.Schedule:
+    return S.cosine(lr, max(1, steps))
+
+
+def _linear(lr: float, steps: int) -> S.Schedule:
+    return S.linear(lr, max(1, steps))
+
+
+def _inv_sqrt(lr: float, steps: int) -> S.Schedule:
+    return S.inverse_sqrt(lr, timescale=_warm(steps))
+
+
+def _warmup_inv_sqrt(lr: float, steps: int) -> S.Schedule:
+    w = _warm(steps)  # Vaswani et al. 2017: lr * min(t / w, sqrt(w / t))
+    return S.warmup(w, S.inverse_sqrt(lr, timescale=w, offset=w))
+
+
+SCHEDULES: dict[str, ScheduleSpec] = {
+    s.name: s
+    for s in (
+        ScheduleSpec("constant", "constant", _constant, "the tuned lr at every step"),
+        ScheduleSpec("step", "step decay", _step, "x0.1 after each third of the run"),
+        ScheduleSpec("cosine", "cosine", _cosine, "cosine annealing to 0 over the run"),
+        ScheduleSpec("linear", "linear decay", _linear, "straight line to 0 over the run"),
+        ScheduleSpec(
+            "inv_sqrt", "inverse sqrt", _inv_sqrt,
+            "flat for the first 10 %, then lr * sqrt(t0 / t) (ends at lr / sqrt(10))",
+        ),
+        ScheduleSpec(
+            "warmup_constant", "warmup + constant", _with_warmup(_constant),
+            "linear warmup over the first 10 %, then constant",
+        ),
+        ScheduleSpec(
+            "warmup_cosine", "warmup + cosine", _with_warmup(_cosine),
+            "linear warmup over the first 10 %, then cosine to 0",
+        ),
+        ScheduleSpec(
+            "warmup_linear", "warmup + linear", _with_warmup(_linear),
+            "linear warmup over the first 10 %, then linear decay to 0",
+        ),
+        ScheduleSpec(
+            "warmup_inv_sqrt", "warmup + inverse sqrt", _warmup_inv_sqrt,
+            "Vaswani et al. 2017: lr * min(t / w, sqrt(w / t)), w = 10 % of the run",
+        ),
+    )
+}  # fmt: skip
+
+#: schedules whose value decays over the run (claim 6 compares them with ``constant``)
+DECAYING = ("step", "cosine", "linear", "inv_sqrt")

@@ -1,0 +1,281 @@
+"""The results store: one SQLite file (standard-library ``sqlite3``), one transaction per run.
+
+Tables::
+
+    meta(key, value)                  application name and schema version
+    studies(key, created, updated, profile, plan)   a study's plan as JSON
+    runs(key, group_key, problem, optimizer, schedule, lr, seed, steps, status,
+         steps_done, final_train_loss, final_val_loss, final_val_acc,
+         wall_s, step_ms, finished, config, env)
+    metrics(run, name, step, value)   the per-step series (train_loss, val_loss, lr, ...)
+    arrays(run, name, dtype, shape, data)   2-D trajectories, raw little-endian bytes
+
+A row in ``runs`` exists only for a run that ended (``finished`` or
+``diverged``): :meth:`Store.add_run` writes the row, its metrics and its arrays
+in a single transaction, so a process killed at any moment leaves either the
+whole run or nothing of it.  The file is in WAL mode (readers never block the
+writer, a crash never corrupts it).
+
+Opening checks that the file is ours — the SQLite header, ``PRAGMA
+application_id`` and ``PRAGMA user_version`` — *before* writing anything; any
+other file (random bytes, another program's database, a newer schema) raises
+:class:`StoreError` with one line saying so, and the file is left untouched.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "RunRow", "Store", "StoreError"]
+
+APPLICATION_ID = 0x4F4C4142  # "OLAB"
+SCHEMA_VERSION = 1
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE studies (
+    key TEXT PRIMARY KEY, created REAL NOT NULL, updated REAL NOT NULL,
+    profile TEXT NOT NULL, plan TEXT NOT NULL
+);
+CREATE TABLE runs (
+    key TEXT PRIMARY KEY, group_key TEXT NOT NULL,
+    problem TEXT NOT NULL, optimizer TEXT NOT NULL, schedule TEXT NOT NULL,
+    lr REAL NOT NULL, seed INTEGER NOT NULL, steps INTEGER NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('finished', 'diverged')),
+    steps_done INTEGER NOT NULL,
+    final_train_loss REAL, final_val_loss REAL, final_val_acc REAL,
+    wall_s REAL NOT NULL, step_ms REAL NOT NULL, finished REAL NOT NULL,
+    config TEXT NOT NULL, env TEXT NOT NULL
+);
+CREATE INDEX runs_group ON runs (group_key, seed);
+CREATE TABLE metrics (
+    run TEXT NOT NULL REFERENCES runs (key), name TEXT NOT NULL,
+    step INTEGER NOT NULL, value REAL NOT NULL,
+    PRIMARY KEY (run, name, step)
+) WITHOUT ROWID;
+CREATE TABLE arrays (
+    run TEXT NOT NULL REFERENCES runs (key), name TEXT NOT NULL,
+    dtype TEXT NOT NULL, shape TEXT NOT NULL, data BLOB NOT NULL,
+    PRIMARY KEY (run, name)
+);
+"""
+
+_RUN_COLUMNS = (
+    "key", "group_key", "problem", "optimizer", "schedule", "lr", "seed", "steps", "status",
+    "steps_done", "final_train_loss", "final_val_loss", "final_val_acc", "wall_s", "step_ms",
+    "finished", "config", "env",
+)  # fmt: skip
+
+
+class StoreError(Exception):
+    """The database file cannot be used; the message is one line for the user."""
+
+
+@dataclass(frozen=True)
+class RunRow:
+    key: str
+    group_key: str
+    problem: str
+    optimizer: str
+    schedule: str
+    lr: float
+    seed: int
+    steps: int
+    status: str
+    steps_done: int
+    final_train_loss: float | None
+    final_val_loss: float | None
+    final_val_acc: float | None
+    wall_s: float
+    step_ms: float
+    finished: float
+    config: str
+    env: str
+
+    @property
+    def diverged(self) -> bool:
+        return self.status == "diverged"
+
+
+def _check_file(path: Path) -> bool:
+    """True if ``path`` holds a database to open, False if there is none yet (absent or empty)."""
+    try:
+        with path.open("rb") as file:
+            head = file.read(len(_SQLITE_MAGIC))
+    except FileNotFoundError:
+        return False
+    except IsADirectoryError:
+        raise StoreError(f"{path} is a directory, not a database file") from None
+    except OSError as error:
+        raise StoreError(f"cannot read {path}: {error.strerror}") from None
+    if not head:
+        return False
+    if head != _SQLITE_MAGIC:
+        raise StoreError(f"{path} is not an SQLite database (not written by optimlab lab)")
+    try:  # read-only: a foreign or newer database is never modified
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            app = conn.execute("PRAGMA application_id").fetchone()[0]
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as error:
+        raise StoreError(f"{path} is a damaged SQLite database ({error})") from None
+    if app == 0 and tables == 0:
+        return False  # an empty database (e.g. killed while being created): nothing to lose
+    if app != APPLICATION_ID:
+        raise StoreError(
+            f"{path} is an SQLite database of another program (application_id {app:#x}), "
+            "not an optimlab lab database"
+        )
+    if version > SCHEMA_VERSION:
+        raise StoreError(
+            f"{path} has lab schema {version}, newer than this optimlab's {SCHEMA_VERSION}; "
+            "upgrade optimlab"
+        )
+    if version < SCHEMA_VERSION:
+        raise StoreError(
+            f"{path} has lab schema {version}, older than this optimlab's {SCHEMA_VERSION}; "
+            "use a new --db file"
+        )
+    return True
+
+
+class Store:
+    """The lab's database: :meth:`open` it, then use it as a context manager or :meth:`close` it."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+        self.conn = conn
+        self.path = path
+
+    @classmethod
+    def open(cls, path: str | Path, *, create: bool = True) -> Store:
+        path = Path(path)
+        exists = _check_file(path)
+        if not exists and not create:
+            raise StoreError(f"no lab database at {path} (run `optimlab lab` first)")
+        try:
+            conn = sqlite3.connect(path, timeout=30, isolation_level=None)
+        except sqlite3.Error as error:
+            raise StoreError(f"cannot open {path}: {error}") from None
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable up to the last commit
+            conn.execute("PRAGMA foreign_keys=ON")
+            if not exists:
+                with _transaction(conn):
+                    for statement in _SCHEMA.split(";")[:-1]:
+                        conn.execute(statement)
+                    conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
+                    conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+                    conn.executemany(
+                        "INSERT INTO meta VALUES (?, ?)",
+                        [("application", "optimlab lab"), ("schema", str(SCHEMA_VERSION))],
+                    )
+        except sqlite3.Error as error:
+            conn.close()
+            raise StoreError(f"cannot use {path}: {error}") from None
+        return cls(conn, path)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- studies ---------------------------------------------------------------
+
+    def save_study(self, key: str, profile: str, plan: Mapping[str, Any]) -> None:
+        now = time.time()
+        with _transaction(self.conn):
+            self.conn.execute(
+                "INSERT INTO studies VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET updated = excluded.updated",
+                (key, now, now, profile, json.dumps(plan, sort_keys=True)),
+            )
+
+    def latest_study(self) -> tuple[str, str, dict[str, Any]] | None:
+        row = self.conn.execute(
+            "SELECT key, profile, plan FROM studies ORDER BY updated DESC LIMIT 1"
+        ).fetchone()
+        return None if row is None else (row[0], row[1], json.loads(row[2]))
+
+    # --- runs ------------------------------------------------------------------
+
+    def add_run(
+        self,
+        row: Mapping[str, Any],
+        series: Mapping[str, Iterable[tuple[int, float]]],
+        arrays: Mapping[str, np.ndarray] | None = None,
+    ) -> None:
+        """Write one ended run — its row, metrics and arrays — in one transaction."""
+        values = [row[c] for c in _RUN_COLUMNS]
+        with _transaction(self.conn):
+            self.conn.execute(
+                f"INSERT INTO runs VALUES ({', '.join('?' * len(_RUN_COLUMNS))})", values
+            )
+            self.conn.executemany(
+                "INSERT INTO metrics VALUES (?, ?, ?, ?)",
+                (
+                    (row["key"], name, step, value)
+                    for name, s in series.items()
+                    for step, value in s
+                ),
+            )
+            for name, array in (arrays or {}).items():
+                array = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
+                self.conn.execute(
+                    "INSERT INTO arrays VALUES (?, ?, ?, ?, ?)",
+                    (row["key"], name, array.dtype.str, json.dumps(array.shape), array.tobytes()),
+                )
+
+    def run_keys(self) -> set[str]:
+        return {k for (k,) in self.conn.execute("SELECT key FROM runs")}
+
+    def runs(self, group_key: str | None = None) -> list[RunRow]:
+        sql = f"SELECT {', '.join(_RUN_COLUMNS)} FROM runs"
+        args: tuple = ()
+        if group_key is not None:
+            sql, args = sql + " WHERE group_key = ?", (group_key,)
+        return [RunRow(*r) for r in self.conn.execute(sql + " ORDER BY finished", args)]
+
+    def series(self, run: str, name: str) -> tuple[np.ndarray, np.ndarray]:
+        rows = self.conn.execute(
+            "SELECT step, value FROM metrics WHERE run = ? AND name = ? ORDER BY step", (run, name)
+        ).fetchall()
+        data = np.asarray(rows, dtype=np.float64).reshape(-1, 2)
+        return data[:, 0].astype(np.int64), data[:, 1]
+
+    def array(self, run: str, name: str) -> np.ndarray | None:
+        row = self.conn.execute(
+            "SELECT dtype, shape, data FROM arrays WHERE run = ? AND name = ?", (run, name)
+        ).fetchone()
+        if row is None:
+            return None
+        return np.frombuffer(row[2], dtype=np.dtype(row[0])).reshape(json.loads(row[1]))
+
+
+class _transaction:
+    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any exception (KeyboardInterrupt included)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def __enter__(self) -> None:
+        self.conn.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, kind: type | None, *rest: object) -> None:
+        self.conn.execute("COMMIT" if kind is None else "ROLLBACK")
