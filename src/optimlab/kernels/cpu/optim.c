@@ -20,6 +20,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include <pthread.h>
 #include <stdint.h>
 #include <string.h>
 #include <tgmath.h>
@@ -372,6 +373,13 @@ static void run_share(const Kernel *kern, int variant, const double *h, int64_t 
     }
 }
 
+/* A child forked after the parent ran a parallel region inherits libgomp's pool state but
+ * not its threads: its next parallel region waits forever on them (torch's own ops hang the
+ * same way unless the child sets one thread, as DataLoader workers do).  Kernels in a forked
+ * child therefore run on the calling thread. */
+static volatile int forked_child = 0;
+static void on_fork_child(void) { forked_child = 1; }
+
 /* ---- Python bindings ----------------------------------------------------------------- */
 
 static PyObject *s_data_ptr, *s_grad, *s_is_contiguous, *s_stride;
@@ -445,15 +453,16 @@ static PyObject *py_step(PyObject *self, PyObject *const *args, Py_ssize_t nargs
     if (nt < 1)
         nt = 1;
 #ifdef _OPENMP
+    if (nt > 1 && !forked_child) {
 #pragma omp parallel num_threads(nt)
-    {
-        int tid = omp_get_thread_num(), n = omp_get_num_threads();
-        run_share(kern, (int)variant, h, call_flags, rows, nrows, split(total, n, tid),
-                  split(total, n, tid + 1), scale);
-    }
-#else
-    run_share(kern, (int)variant, h, call_flags, rows, nrows, 0, total, scale);
+        {
+            int tid = omp_get_thread_num(), n = omp_get_num_threads();
+            run_share(kern, (int)variant, h, call_flags, rows, nrows, split(total, n, tid),
+                      split(total, n, tid + 1), scale);
+        }
+    } else
 #endif
+        run_share(kern, (int)variant, h, call_flags, rows, nrows, 0, total, scale);
     for (int64_t r = 0; r < nrows; r++) {
         if (rows[r].flags & ROW_ACTIVE)
             rows[r].flags &= ~(int64_t)F_FRESH;
@@ -581,6 +590,7 @@ PyMODINIT_FUNC PyInit__optim(void)
     s_grad = PyUnicode_InternFromString("grad");
     s_is_contiguous = PyUnicode_InternFromString("is_contiguous");
     s_stride = PyUnicode_InternFromString("stride");
+    pthread_atfork(NULL, NULL, on_fork_child);
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)
         return NULL;
