@@ -1,0 +1,40 @@
+"""``optimlab lab --quick`` end to end, as the README runs it, then ``optimlab lab report``."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from optimlab.lab import config
+
+pytestmark = pytest.mark.slow
+
+
+def test_quick_profile_end_to_end(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    lab = [sys.executable, "-m", "optimlab", "lab"]
+    done = subprocess.run([*lab, "--quick"], cwd=tmp_path, capture_output=True, text=True,
+                          env=env, timeout=900)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    out = tmp_path / "optimlab-lab"
+    assert done.stdout.strip() == f"report: {out.relative_to(tmp_path) / 'report.html'}"
+    plan = config.build_plan(config.make_selection("quick"))
+    # stderr is not a terminal: no bars, a line per problem
+    assert "\r" not in done.stderr
+    assert done.stderr.count("lab: ") == len(plan["problems"]) + 2
+    html = (out / "report.html").read_text()
+    for number in ("1", "2", "3", "4", "5", "6a", "6b", "7"):
+        assert f"<td>{number}</td>" in html
+    assert "Incomplete study" not in html
+    for p in plan["problems"]:
+        assert f"id='{p['name']}'" in html
+        assert (out / "plots" / f"loss-{p['name']}.png").exists()
+
+    before = (out / "report.html").stat().st_mtime_ns
+    again = subprocess.run([*lab, "report"], cwd=tmp_path, capture_output=True, text=True,
+                           env=env, timeout=300)  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    assert (out / "report.html").stat().st_mtime_ns > before
