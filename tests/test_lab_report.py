@@ -44,7 +44,7 @@ class Fixture:
         key = train.run_key(config)
         entry = next((e for e in self.plan["problems"] if e["name"] == problem), None)
         if entry is None:
-            entry = {"name": problem, "steps": STEPS, "groups": []}
+            entry = {"name": problem, "steps": STEPS, "seeds": self.plan["seeds"], "groups": []}
             self.plan["problems"].append(entry)
         entry["groups"].append({"optimizer": optimizer, "schedule": schedule, "group_key": key,
                                 "grid": list(GRID), "config": config})  # fmt: skip

@@ -57,9 +57,9 @@ def test_a_run_is_all_or_nothing(tmp_path):
         assert store.run_keys() == {"a"}
         rows = store.conn.execute("SELECT DISTINCT run FROM metrics").fetchall()
         assert rows == [("a",)]
-        with pytest.raises(sqlite3.IntegrityError):  # a key is stored once
-            store.add_run(_row("a"), {})
-        assert len(store.runs()) == 1
+        assert store.add_run(_row("a", lr=9.0), {"val_loss": [(0, 5.0)]}) is False  # stored once
+        assert len(store.runs()) == 1 and store.runs()[0].lr == 0.1
+        assert store.series("a", "val_loss")[1].tolist() == [1.0]
 
 
 def test_latest_study_is_the_last_one_saved(tmp_path):

@@ -114,8 +114,8 @@ class Study:
 
 def load_groups(store: Store, plan: Mapping[str, Any]) -> list[Group]:
     out = []
-    seeds = list(plan["seeds"])
     for p in plan["problems"]:
+        seeds = list(p["seeds"])
         for g in p["groups"]:
             rows = store.runs(g["group_key"])
             group = Group(

@@ -231,7 +231,13 @@ def _study(store: Any, plan: dict, profile: str, out: Path, gif: bool, args: Any
     minutes = (time.perf_counter() - started) / 60
     print(f"lab: {counts['new']} runs trained, {counts['skipped']} already done, "
           f"{minutes:.1f} min; writing the report…", file=sys.stderr)  # fmt: skip
-    path = write_report(store, out, gif=gif)
+    try:
+        path = write_report(store, out, gif=gif)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted while writing the report; every run is saved. Write it with: "
+              f"optimlab lab report --db {shlex.quote(str(store.path))} "
+              f"--out {shlex.quote(str(out))}", file=sys.stderr)  # fmt: skip
+        return 130
     print(f"report: {path}")
     return 0
 
@@ -247,7 +253,7 @@ def _planned_keys(plan: dict) -> set[str]:
     return {
         train.run_key(train.run_config(g["config"], lr, seed))
         for p in plan["problems"] for g in p["groups"] for lr in g["grid"]
-        for seed in plan["seeds"]
+        for seed in p["seeds"]
     }  # fmt: skip
 
 
@@ -288,7 +294,7 @@ def _dry_run(plan: dict, out: Path, db: Path) -> int:
     print(f"profile {plan['profile']}, seeds {plan['seeds']}, database {db}, report {out}")
     for p in plan["problems"]:
         groups = ", ".join(f"{g['optimizer']}/{g['schedule']}" for g in p["groups"])
-        print(f"  {p['name']} ({p['steps']} steps): {groups}")
+        print(f"  {p['name']} ({p['steps']} steps, seeds {p['seeds']}): {groups}")
     print(f"{config.count_runs(plan)} runs, about {config.estimate_seconds(plan) / 60:.1f} min")
     return 0
 

@@ -24,7 +24,7 @@ __all__ = ["COLORS", "figure_bytes", "loss_curves", "lr_sensitivity", "schedule_
            "schedule_shapes", "trajectories"]  # fmt: skip
 
 COLORS = dict(zip(catalog.OPTIMIZERS, plt.get_cmap("tab10").colors, strict=False))
-SCHEDULE_COLORS = dict(zip(catalog.SCHEDULES, plt.get_cmap("Set1").colors, strict=False))
+SCHEDULE_COLORS = dict(zip(catalog.SCHEDULES, plt.get_cmap("tab10").colors, strict=False))
 DPI = 90
 
 
@@ -90,7 +90,11 @@ def loss_curves(study: Study, store: Store, problem: str, groups: Sequence[Group
     if p.has_accuracy:
         panels.append(("val_acc", "validation accuracy"))
     fig, axes = plt.subplots(
-        1, len(panels), figsize=(4.6 * len(panels), 3.4), squeeze=False, layout="constrained"
+        1,
+        len(panels),
+        figsize=(max(6.4, 4.6 * len(panels)), 3.4),
+        squeeze=False,
+        layout="constrained",
     )
     shift = _shift(problem)
     for ax, (metric, ylabel) in zip(axes[0], panels, strict=True):
@@ -122,7 +126,11 @@ def schedule_curves(study: Study, store: Store, problem: str) -> bytes | None:
     if not swept:
         return None
     fig, axes = plt.subplots(
-        1, len(swept), figsize=(5 * len(swept), 3.4), squeeze=False, layout="constrained"
+        1,
+        len(swept),
+        figsize=(max(6.4, 5 * len(swept)), 3.4),
+        squeeze=False,
+        layout="constrained",
     )
     for ax, (optimizer, groups) in zip(axes[0], swept.items(), strict=True):
         for g in groups:
@@ -210,7 +218,7 @@ def trajectories(study: Study, store: Store, problem: str) -> bytes | None:
 
 def schedule_shapes(names: Sequence[str], steps: int = 1000) -> bytes:
     """The learning rate over a run, relative to the tuned peak, for each schedule used."""
-    fig, ax = plt.subplots(figsize=(6.5, 3.4), layout="constrained")
+    fig, ax = plt.subplots(figsize=(9.5, 3.4), layout="constrained")
     t = np.arange(steps + 1)
     for name in names:
         spec = catalog.SCHEDULES[name]
@@ -222,7 +230,7 @@ def schedule_shapes(names: Sequence[str], steps: int = 1000) -> bytes:
             label=f"{name}: {spec.text}",
         )
     _finish(ax, "fraction of the run", "lr / tuned lr", log=False)
-    ax.legend(fontsize=6.5, loc="upper right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.set_title("Schedules as run, relative to the tuned peak lr", fontsize=9)
     return figure_bytes(fig)
 
@@ -238,6 +246,7 @@ def eff_lr(study: Study, store: Store, problem: str) -> bytes | None:
                    f"(lr {g.best_lr:g})", COLORS[g.optimizer])  # fmt: skip
     _finish(ax, "step", "median |Δw| / (lr |g|)", log=True)
     ax.set_xscale("symlog", linthresh=10)
+    ax.set_xlim(left=0)
     ax.legend(fontsize=7)
     ax.set_title(f"{problems.get(problem).title}: effective step multiplier", fontsize=9)
     return figure_bytes(fig)

@@ -184,11 +184,16 @@ def _problem_html(figs: _Figures, study: Study, store: Store, name: str, gif: bo
 
 def _method_html(study: Study) -> str:
     seeds = study.plan["seeds"]
+    fewer = [
+        f"{p['name']} {len(p['seeds'])}" for p in study.plan["problems"] if p["seeds"] != seeds
+    ]
+    seeds_text = ", ".join(map(str, seeds))
+    seeds_text += f" (fewer where runs are costly: {', '.join(fewer)})" if fewer else ""
     optimizers = "; ".join(
         f"{o.name} = {o.label} ({o.lecture})" for o in catalog.OPTIMIZERS.values()
     )
     return f"""<h2>Method</h2><ul>
-<li>Profile <code>{_e(study.profile)}</code>; seeds {_e(", ".join(map(str, seeds)))}. For every
+<li>Profile <code>{_e(study.profile)}</code>; seeds {_e(seeds_text)}. For every
 (problem, optimizer, schedule) group the learning rate was tuned on a log grid (half a decade
 apart) with seed 0 and the full number of steps; the lr with the lowest final validation loss
 won (diverged runs count as infinitely bad); that lr was then run on the other seeds. The seed-0

@@ -81,7 +81,6 @@ def run_study(
     env = _env(threads)
     done = store.run_keys()
     counts = {"new": 0, "skipped": 0}
-    seeds = list(plan["seeds"])
 
     def run(group: Mapping[str, Any], lr: float, seed: int) -> None:
         config = train.run_config(group["config"], lr, seed)
@@ -95,11 +94,10 @@ def run_study(
         )
         bar = progress.start_run(label, config["steps"])
         result = train.train(config, bar)
-        store.add_run(
-            _row(key, group["group_key"], config, result, env), result.series, result.arrays
-        )
+        row = _row(key, group["group_key"], config, result, env)
+        stored = store.add_run(row, result.series, result.arrays)  # False: another process did
         done.add(key)
-        counts["new"] += 1
+        counts["new" if stored else "skipped"] += 1
         progress.end_run()
 
     for problem in plan["problems"]:
@@ -113,7 +111,7 @@ def run_study(
             rows = {r.lr: r for r in store.runs(group["group_key"]) if r.seed == 0}
             best = analysis.choose_lr(group["grid"], {lr: _near(rows, lr) for lr in group["grid"]})
             chosen[group["optimizer"], group["schedule"]] = best
-            for seed in seeds[1:]:
+            for seed in problem["seeds"][1:]:
                 if best is None:  # every lr diverged: nothing to rerun
                     progress.skip()
                     continue

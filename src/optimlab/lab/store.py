@@ -220,10 +220,16 @@ class Store:
         row: Mapping[str, Any],
         series: Mapping[str, Iterable[tuple[int, float]]],
         arrays: Mapping[str, np.ndarray] | None = None,
-    ) -> None:
-        """Write one ended run — its row, metrics and arrays — in one transaction."""
+    ) -> bool:
+        """Write one ended run — its row, metrics and arrays — in one transaction.
+
+        Returns False, writing nothing, if a run with this key is already stored (another
+        process sharing the database finished it first: ``BEGIN IMMEDIATE`` serializes writers).
+        """
         values = [row[c] for c in _RUN_COLUMNS]
         with _transaction(self.conn):
+            if self.conn.execute("SELECT 1 FROM runs WHERE key = ?", (row["key"],)).fetchone():
+                return False
             self.conn.execute(
                 f"INSERT INTO runs VALUES ({', '.join('?' * len(_RUN_COLUMNS))})", values
             )
@@ -241,6 +247,7 @@ class Store:
                     "INSERT INTO arrays VALUES (?, ?, ?, ?, ?)",
                     (row["key"], name, array.dtype.str, json.dumps(array.shape), array.tobytes()),
                 )
+        return True
 
     def run_keys(self) -> set[str]:
         return {k for (k,) in self.conn.execute("SELECT key FROM runs")}

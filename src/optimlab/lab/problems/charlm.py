@@ -152,7 +152,7 @@ def problems() -> list[CharLM]:
             ),
             target=2.0,
             target_text="validation loss ≤ 2.0 nats (2.9 bits per character)",
-            lr_center=dict(sgd=0.5, momentum=0.1, adagrad=2e-2, rmsprop=2e-3, adam=5e-3),
+            lr_center=dict(sgd=0.5, momentum=0.2, adagrad=2e-2, rmsprop=3e-3, adam=1e-2),
             settings={
                 "batch_size": 16,
                 "context": 64,
