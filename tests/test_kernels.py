@@ -544,3 +544,42 @@ def test_fork_after_a_fused_step():
     assert sum(batch.sum().item() for batch in loader) == 50_000 * sum(i * i for i in range(8))
     opt.step()  # and the parent still steps, on all its threads
     assert math.isfinite(p.detach()[0].item())
+
+
+_WITHOUT_EXTENSION = """
+import sys, warnings
+class Block:  # a pure-Python install: the extension cannot be imported
+    def find_spec(self, name, path=None, target=None):
+        if name == "optimlab.kernels.cpu._optim":
+            raise ImportError("blocked for the test")
+sys.meta_path.insert(0, Block())
+import torch, optimlab
+p, q = torch.ones(5, requires_grad=True), torch.ones(5, requires_grad=True)
+a, b = optimlab.Adam([p], lr=0.1), optimlab.Adam([q], lr=0.1, fused=False)
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    for _ in range(3):
+        p.grad, q.grad = torch.full((5,), 0.5), torch.full((5,), 0.5)
+        a.step(); b.step()
+assert torch.equal(p, q)
+said = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+assert len(said) == 1 and "not built" in said[0], said
+try:
+    optimlab.SGD([p], lr=0.1, fused=True)
+except RuntimeError as error:
+    assert "not built" in str(error)
+else:
+    raise AssertionError("fused=True without the extension must raise")
+print("ok")
+"""
+
+
+def test_pure_python_install_works_and_says_so_once():
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", _WITHOUT_EXTENSION], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"

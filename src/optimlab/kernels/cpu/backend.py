@@ -9,8 +9,13 @@ pointer, each grad, at a few C-API calls per tensor) and one that runs the step
 (``_optim.step``: one parallel region for the whole group).  A change the cheap
 check sees (params replaced or re-pointed, new grads of another layout, a grad
 appearing where no state exists yet, ``load_state_dict``, another kernel variant)
-rebuilds the plan.  The plan keeps every tensor it points at alive, so a stale
-pointer can never reach freed memory.
+rebuilds the plan.
+
+Params' and grads' pointers are re-read every step.  State tensors belong to the
+optimizer and are not re-checked per step: the plan holds their storages, so a
+state tensor replaced by hand (``opt.state[p]["exp_avg"] = t``, not detected until
+the next re-plan, e.g. ``load_state_dict``) can never make a kernel write freed
+memory.
 """
 
 from __future__ import annotations
@@ -31,6 +36,14 @@ KERNELS = {name: i for i, name in enumerate(_optim.KERNELS)}
 FLAGS: dict[str, int] = _optim.FLAGS
 HYPER_FIELDS: tuple[str, ...] = _optim.HYPER_FIELDS
 _DENSE_FORMATS = (torch.channels_last, torch.channels_last_3d)
+# bind() calls these descriptors directly on exactly these types (a subclass that overrides
+# them, or any other type, goes through ordinary attribute lookup)
+_optim.configure(
+    tuple(t for t in (torch.Tensor, torch.nn.Parameter)
+          if (t.data_ptr, t.grad, t.is_contiguous) == (torch.Tensor.data_ptr, torch.Tensor.grad,
+                                                      torch.Tensor.is_contiguous)),
+    torch.Tensor.data_ptr, torch.Tensor.grad, torch.Tensor.is_contiguous,
+)  # fmt: skip
 
 
 def unsupported(param: Tensor) -> str:
@@ -160,8 +173,9 @@ class Plan:
         for name, counter in zip(("step_f64", "mu_f64")[: len(counters)], counters, strict=True):
             if counter.dtype == torch.float64:
                 flags |= FLAGS[name]
-        keep.extend(s for s in slots if s is not None)
-        keep.extend(counters)
+        # their storages, not just the tensors: a state tensor re-pointed with ``.data =``
+        # must not free memory the table still points at
+        keep.extend(t.untyped_storage() for t in slots + counters if t is not None)
         gptr = grad.data_ptr() if grad is not None else 0
         return [param.data_ptr(), gptr, *ptrs, param.numel(), *counter_ptrs, flags, 0]
 

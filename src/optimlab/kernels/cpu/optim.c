@@ -28,9 +28,9 @@
 #include <omp.h>
 #endif
 
-/* x86-64 Linux with GCC >= 11: AVX-512, AVX2+FMA and baseline clones picked at load. */
+/* x86-64 Linux with GCC >= 12: AVX-512, AVX2+FMA and baseline clones picked at load. */
 #if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__) && !defined(__clang__) && \
-    __GNUC__ >= 11
+    __GNUC__ >= 12
 #define TARGETS __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #define CLONES "x86-64-v4 (AVX-512), x86-64-v3 (AVX2+FMA), baseline"
 #else
@@ -344,6 +344,28 @@ static int64_t split(int64_t total, int nt, int tid)
     return at - at % 64;
 }
 
+static const int elem_size[NDT] = {4, 8, 2, 2};
+
+/* Up to this many leading bytes of each array of the next tensor are prefetched while the
+ * current one runs: the hardware prefetcher stops at 4 KiB pages, so without it every small
+ * tensor starts with a row of demand misses (and TLB walks).  Measured on 1,000 tensors of
+ * 1,024 float32 (Adam, one thread): the kernel part of the step ~10% faster, cold or warm. */
+#define PREFETCH_BYTES 8192
+
+static void prefetch_row(const Row *row)
+{
+    int64_t bytes = row->n * elem_size[(row->flags >> ROW_DTYPE_SHIFT) & 3];
+    if (bytes > PREFETCH_BYTES)
+        bytes = PREFETCH_BYTES;
+    const char *arrays[5] = {row->p, row->g, row->s[0], row->s[1], row->s[2]};
+    for (int a = 0; a < 5; a++) {
+        if (arrays[a] == NULL)
+            continue;
+        for (int64_t at = 0; at < bytes; at += 64)
+            __builtin_prefetch(arrays[a] + at, 1, 3);
+    }
+}
+
 static void run_share(const Kernel *kern, int variant, const double *h, int64_t call_flags,
                       const Row *rows, int64_t nrows, int64_t lo, int64_t hi, float scale)
 {
@@ -357,6 +379,14 @@ static void run_share(const Kernel *kern, int variant, const double *h, int64_t 
         offset = end;
         if (end <= lo || row->n == 0)
             continue;
+        if (end < hi) { /* the thread goes on to the next active row */
+            for (int64_t next = r + 1; next < nrows; next++) {
+                if (rows[next].flags & ROW_ACTIVE) {
+                    prefetch_row(&rows[next]);
+                    break;
+                }
+            }
+        }
         double t = 0.0, mp = 0.0;
         if (kern->counters >= 1)
             t = load_counter(row->step, row->flags & ROW_STEP_F64);
@@ -471,9 +501,37 @@ static PyObject *py_step(PyObject *self, PyObject *const *args, Py_ssize_t nargs
     return PyLong_FromLongLong(stepped);
 }
 
+/* torch.Tensor's own accessors (configure()), called directly on tensors of the types they
+ * were taken from: no attribute lookup per call (bind does 3 per tensor; ~25% of its time). */
+static PyObject *fast_types, *d_data_ptr, *d_grad, *d_is_contiguous;
+
+static int is_fast(PyObject *obj)
+{
+    if (fast_types == NULL)
+        return 0;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(fast_types); i++) {
+        if ((PyObject *)Py_TYPE(obj) == PyTuple_GET_ITEM(fast_types, i))
+            return 1;
+    }
+    return 0;
+}
+
+static PyObject *call_method(PyObject *obj, PyObject *descr, PyObject *name)
+{
+    return is_fast(obj) ? PyObject_Vectorcall(descr, &obj, 1, NULL)
+                        : PyObject_CallMethodNoArgs(obj, name);
+}
+
+static PyObject *get_grad(PyObject *param)
+{
+    if (is_fast(param))
+        return Py_TYPE(d_grad)->tp_descr_get(d_grad, param, (PyObject *)Py_TYPE(param));
+    return PyObject_GetAttr(param, s_grad);
+}
+
 static int64_t call_data_ptr(PyObject *tensor)
 {
-    PyObject *res = PyObject_CallMethodNoArgs(tensor, s_data_ptr);
+    PyObject *res = call_method(tensor, d_data_ptr, s_data_ptr);
     if (res == NULL)
         return -1;
     int64_t ptr = PyLong_AsLongLong(res);
@@ -486,7 +544,7 @@ static int grad_layout_ok(PyObject *param, PyObject *g, int strided)
 {
     PyObject *a, *b;
     if (!strided) {
-        a = PyObject_CallMethodNoArgs(g, s_is_contiguous);
+        a = call_method(g, d_is_contiguous, s_is_contiguous);
         int ok = a == Py_True;
         Py_XDECREF(a);
         return ok;
@@ -540,7 +598,7 @@ static PyObject *py_bind(PyObject *self, PyObject *const *args, Py_ssize_t nargs
             goto replan;
         if ((void *)(intptr_t)ptr != row->p)
             return PyLong_FromSsize_t(i);
-        PyObject *g = PyObject_GetAttr(param, s_grad);
+        PyObject *g = get_grad(param);
         if (g == NULL)
             goto replan;
         if (g == Py_None) {
@@ -571,7 +629,42 @@ static PyObject *py_bind(PyObject *self, PyObject *const *args, Py_ssize_t nargs
     return PyLong_FromLong(-1);
 }
 
+/* configure(types, data_ptr, grad, is_contiguous): torch.Tensor's accessors and the exact
+ * types (torch.Tensor, nn.Parameter) that use them unchanged. */
+static PyObject *py_configure(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)self;
+    if (nargs != 4 || !PyTuple_Check(args[0]) || !PyObject_TypeCheck(args[2], &PyGetSetDescr_Type)) {
+        PyErr_SetString(PyExc_TypeError, "configure(types, data_ptr, grad, is_contiguous)");
+        return NULL;
+    }
+    PyObject **slots[] = {&fast_types, &d_data_ptr, &d_grad, &d_is_contiguous};
+    for (int i = 0; i < 4; i++) {
+        Py_INCREF(args[i]);
+        Py_XSETREF(*slots[i], args[i]);
+    }
+    Py_RETURN_NONE;
+}
+
+/* isa() -> str: the clone the loader picked on this CPU (the resolver's own test). */
+static PyObject *py_isa(PyObject *self, PyObject *unused)
+{
+    (void)self, (void)unused;
+#if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__) && !defined(__clang__) && \
+    __GNUC__ >= 12
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("x86-64-v4"))
+        return PyUnicode_FromString("x86-64-v4 (AVX-512)");
+    if (__builtin_cpu_supports("x86-64-v3"))
+        return PyUnicode_FromString("x86-64-v3 (AVX2+FMA)");
+#endif
+    return PyUnicode_FromString("baseline");
+}
+
 static PyMethodDef methods[] = {
+    {"configure", (PyCFunction)(void (*)(void))py_configure, METH_FASTCALL,
+     "configure(types, data_ptr, grad, is_contiguous): fast accessors for bind"},
+    {"isa", py_isa, METH_NOARGS, "isa() -> the instruction set of the loops in use"},
     {"step", (PyCFunction)(void (*)(void))py_step, METH_FASTCALL,
      "step(kernel, variant, nthreads, table, nrows, hyper, flags, grad_scale, found_inf)"},
     {"bind", (PyCFunction)(void (*)(void))py_bind, METH_FASTCALL,
