@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import sqlite3
 
@@ -10,6 +11,7 @@ import pytest
 
 from optimlab.cli import main
 from optimlab.lab import config
+from optimlab.lab.progress import Progress
 
 
 def _lab(capsys, *argv: str) -> tuple[int, str, str]:
@@ -170,3 +172,25 @@ def test_plan_is_json_and_its_key_is_stable():
     assert config.study_key(plan) == config.study_key(
         config.build_plan(config.make_selection("quick"))
     )
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:  # a terminal that reports no size, like a pty under `script`
+        return True
+
+
+@pytest.mark.parametrize("terminal", [True, False])
+def test_progress_bars_on_a_terminal_plain_lines_otherwise(terminal):
+    stream = _Terminal() if terminal else io.StringIO()
+    progress = Progress(2, stream=stream)
+    update = progress.start_run("digits_mlp sgd/constant lr=0.1 seed=0", 100)
+    if update is not None:
+        update(100)
+    progress.end_run()
+    progress.skip()
+    progress.problem_done("digits_mlp", 1, 0.5, {("sgd", "constant"): 0.1})
+    progress.close()
+    text = stream.getvalue()
+    assert "lab: digits_mlp: done (2/2 runs of the study; 1 new in 0 s)" in text
+    assert ("study: 100%|" in text and "sgd/constant lr=0.1" in text) == terminal
+    assert ("\r" in text) == terminal

@@ -7,11 +7,20 @@ are no bars; a line is printed per finished problem, so logs stay short.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Mapping
 from typing import TextIO
 
 __all__ = ["Progress"]
+
+
+def _has_size(stream: TextIO) -> bool:
+    try:
+        size = os.get_terminal_size(stream.fileno())
+    except (OSError, ValueError, AttributeError):
+        return False
+    return size.columns > 0 and size.lines > 0
 
 
 class Progress:
@@ -25,8 +34,14 @@ class Progress:
             from tqdm import tqdm
 
             self._tqdm = tqdm
-            self._study = tqdm(total=total, desc="study", unit="run", file=self.stream,
-                               dynamic_ncols=True, position=0)  # fmt: skip
+            self._sized = _has_size(self.stream)
+            self._study = self._bar(total=total, desc="study", unit="run", position=0)
+
+    def _bar(self, **kwargs):
+        # a terminal that reports no size (a pty under `script`, some CI shells) gets 100 x 40:
+        # tqdm would otherwise draw bars 0 wide and hide every bar below row 0, that is all
+        size = dict(dynamic_ncols=True) if self._sized else dict(ncols=100, nrows=40)
+        return self._tqdm(file=self.stream, **size, **kwargs)
 
     def line(self, text: str) -> None:
         if self._study is not None:
@@ -42,8 +57,7 @@ class Progress:
     def start_run(self, label: str, steps: int) -> Callable[[int], None] | None:
         if self._study is None:
             return None
-        self._run = self._tqdm(total=steps, desc=label, unit="step", leave=False,
-                               file=self.stream, dynamic_ncols=True, position=1)  # fmt: skip
+        self._run = self._bar(total=steps, desc=label, unit="step", leave=False, position=1)
         run = self._run
 
         def update(done: int) -> None:
