@@ -565,6 +565,8 @@ static int grad_layout_ok(PyObject *param, PyObject *g, int strided)
  * are re-read every step (zero_grad(set_to_none=True) makes new ones); `grads` caches the
  * grad objects so an unchanged grad skips the layout check.  Rows without a grad are
  * marked inactive.  Returns -1 when the table is ready. */
+#define BIND_AHEAD 4
+
 static PyObject *py_bind(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)self;
@@ -593,6 +595,12 @@ static PyObject *py_bind(PyObject *self, PyObject *const *args, Py_ssize_t nargs
     for (Py_ssize_t i = 0; i < nrows; i++) {
         Row *row = &rows[i];
         PyObject *param = PyTuple_GET_ITEM(params, i);
+        if (i + BIND_AHEAD < nrows) { /* the objects of a later row: their misses overlap ours */
+            PyObject *later = PyTuple_GET_ITEM(params, i + BIND_AHEAD);
+            __builtin_prefetch(later, 0, 3);
+            __builtin_prefetch((const char *)later + 64, 0, 3);
+            __builtin_prefetch(PyList_GET_ITEM(grads, i + BIND_AHEAD), 0, 3);
+        }
         int64_t ptr = call_data_ptr(param);
         if (ptr == -1 && PyErr_Occurred())
             goto replan;
