@@ -37,8 +37,8 @@ class Fixture:
         self.store = store
         self.plan = {"profile": "fixture", "seeds": list(seeds), "problems": []}
 
-    def group(self, problem, optimizer, make, schedule="constant", skip=()):
-        """``make(seed, lr) -> (series, arrays)``; grid lrs other than BEST end twice as high."""
+    def group(self, problem, optimizer, make, schedule="constant", skip=(), best=BEST):
+        """``make(seed, lr) -> (series, arrays)``; grid lrs other than ``best`` end higher."""
         p = problems.get(problem)
         config = train.group_config(problem, p.settings, optimizer, schedule, STEPS)
         key = train.run_key(config)
@@ -48,12 +48,12 @@ class Fixture:
             self.plan["problems"].append(entry)
         entry["groups"].append({"optimizer": optimizer, "schedule": schedule, "group_key": key,
                                 "grid": list(GRID), "config": config})  # fmt: skip
-        runs = [(lr, 0) for lr in GRID] + [(BEST, s) for s in self.plan["seeds"][1:]]
+        runs = [(lr, 0) for lr in GRID] + [(best, s) for s in self.plan["seeds"][1:]]
         for lr, seed in runs:
             if (lr, seed) in skip:
                 continue
             series, arrays = make(seed, lr)
-            if lr != BEST:
+            if lr != best:
                 series = {**series, "val_loss": [(s, 2 * v + 1) for s, v in series["val_loss"]]}
             run = train.run_config(config, lr, seed)
             last = {name: values[-1][1] for name, values in series.items()}
@@ -176,6 +176,17 @@ def test_too_few_seeds_make_stochastic_claims_inconclusive(store):
     assert checked["2"].verdict == claims.INCONCLUSIVE
     assert checked["2"].why == "only 2 seeds"
     assert checked["1"].verdict == claims.HELD  # exact gradients: seeds only move the start
+
+
+def test_a_comparison_with_a_tuned_lr_at_the_grid_edge_is_inconclusive(store):
+    f = Fixture(store)
+    f.group("digits_mlp", "sgd", _classifier(at=80))
+    f.group("digits_mlp", "momentum", _classifier(at=30), best=GRID[-1])
+    study = f.save()
+    claim = claims.check_all(study, store)[1]
+    assert claim.number == "2" and claim.verdict == claims.INCONCLUSIVE
+    assert claim.why == "the tuned lr of momentum/constant lies at the edge of its grid"
+    assert "lr 1, at the grid edge" in claim.numbers[0]
 
 
 def test_an_empty_study_makes_every_claim_inconclusive(store):

@@ -71,12 +71,13 @@ PROFILES: dict[str, Profile] = {
     for p in (
         Profile(
             "quick",
-            "about 1.5 minutes on 2 cores: the 2-D functions, the quadratic, the digits MLP, "
-            "MNIST-1D and the LM, short runs, 3 seeds, a 3-point lr grid",
+            "about 2 minutes on 2 cores: the 2-D functions, the quadratic, the digits MLP, "
+            "MNIST-1D and the LM, short runs, 3 seeds, a 5-point lr grid (3 for MNIST-1D, LM)",
             problems=(*TWO_D, "quadratic_deep", "digits_mlp", "mnist1d_cnn", "charlm"),
             steps=_steps(200, 300, 300, 250, 100),
             seeds=(0, 1, 2),
-            grid_points=3,
+            grid_points=5,
+            problem_grid={"mnist1d_cnn": 3, "charlm": 3},
             problem_optimizers={
                 "mnist1d_cnn": ("sgd", "momentum", "nesterov", "adam"),
                 "charlm": ("adam",),

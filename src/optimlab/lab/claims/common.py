@@ -72,13 +72,31 @@ def seeds_text(group: Group) -> str:
     return "seeds " + ", ".join(map(str, seeds))
 
 
-def steps_text(spread: Spread, hits: int, steps: int) -> str:
-    if hits == 0:
+def steps_text(spread: Spread, steps: int) -> str:
+    """Mean [min–max] steps to target, or which seeds reached it (unreached = steps + 1)."""
+    reached = sorted(int(v) for v in spread.values if v <= steps)
+    if not reached:
         return f"not reached in {steps} steps"
-    text = f"{spread.mean:.0f} [{spread.lo:.0f}–{spread.hi:.0f}]"
-    return text + (
-        f" ({spread.n - hits} of {spread.n} seeds never reached it)" if hits < spread.n else ""
-    )
+    if len(reached) < spread.n:
+        at = ", ".join(map(str, reached))
+        return f"reached by {len(reached)} of {spread.n} seeds (at {at}), not by the others"
+    return f"{spread.mean:.0f} [{spread.lo:.0f}–{spread.hi:.0f}]"
+
+
+#: a comparison of tuned runs is only as good as the tuning
+EDGE_RULE = (
+    "; inconclusive if a tuned lr lies at the edge of its grid (a wider grid might change "
+    "the comparison)"
+)
+
+
+def lr_text(group: Group) -> str:
+    return f"lr {group.best_lr:g}" + (", at the grid edge" if group.best_at_edge else "")
+
+
+def edge_why(*groups: Group) -> str:
+    labels = [f"{g.optimizer}/{g.schedule}" for g in groups if g.best_at_edge]
+    return f"the tuned lr of {' and '.join(labels)} lies at the edge of its grid" if labels else ""
 
 
 def compare(a: Spread, b: Spread, n_a: int, n_b: int, stochastic: bool) -> str:
@@ -111,11 +129,11 @@ def faster(
         f"{catalog.OPTIMIZERS[slow].label}, constant lr tuned for each, {seeds_text(g_fast)}; "
         f"steps until {get(problem).target_text}"
     )
-    for g, s, h in ((g_fast, s_fast, h_fast), (g_slow, s_slow, h_slow)):
+    for g, s in ((g_fast, s_fast), (g_slow, s_slow)):
         acc = final_spread(g, "val_acc")
         claim.numbers.append(
-            f"{catalog.OPTIMIZERS[g.optimizer].label} (lr {g.best_lr:g}): steps to target "
-            f"{steps_text(s, h, g.steps)}; final validation loss {final_spread(g).fmt()}"
+            f"{catalog.OPTIMIZERS[g.optimizer].label} ({lr_text(g)}): steps to target "
+            f"{steps_text(s, g.steps)}; final validation loss {final_spread(g).fmt()}"
             + (f", accuracy {acc.fmt(3, pct=True)}" if acc.finite else "")
         )
     claim.rule = (
@@ -123,12 +141,15 @@ def faster(
         f"{slow} (a seed that never reaches it counts as steps + 1); did not hold if the "
         "reverse; otherwise (ranges overlap) inconclusive"
         + (f"; needs ≥ {MIN_SEEDS} seeds on a stochastic problem" if stochastic else "")
+        + EDGE_RULE
     )
     if h_fast == 0 and h_slow == 0:
         claim.why = "neither reached the target within the run"
         return claim
     claim.verdict = compare(s_fast, s_slow, s_fast.n, s_slow.n, stochastic)
-    if claim.verdict == INCONCLUSIVE:
+    if claim.verdict != INCONCLUSIVE and edge_why(g_fast, g_slow):
+        claim.verdict, claim.why = INCONCLUSIVE, edge_why(g_fast, g_slow)
+    elif claim.verdict == INCONCLUSIVE:
         claim.why = (
             f"only {min(s_fast.n, s_slow.n)} seeds"
             if stochastic and min(s_fast.n, s_slow.n) < MIN_SEEDS

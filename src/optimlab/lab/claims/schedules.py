@@ -7,7 +7,17 @@ import math
 from .. import catalog
 from ..analysis import Spread, Study, final_spread
 from ..store import Store
-from .common import HELD, INCONCLUSIVE, MIN_SEEDS, NOT_HELD, Claim, missing, seeds_text
+from .common import (
+    HELD,
+    INCONCLUSIVE,
+    MIN_SEEDS,
+    NOT_HELD,
+    Claim,
+    edge_why,
+    lr_text,
+    missing,
+    seeds_text,
+)
 
 
 def _schedule_verdict(better: int, worse: int, total: int) -> str:
@@ -40,20 +50,26 @@ def claim_schedules(study: Study, store: Store) -> Claim:
                 f"{problem}, {catalog.OPTIMIZERS[optimizer].label}: final validation loss with "
                 f"each schedule, peak lr tuned per schedule, {seeds_text(base)}"
             )
-            claim.numbers.append(f"constant (lr {base.best_lr:g}): {const.fmt()}")
+            claim.numbers.append(f"constant ({lr_text(base)}): {const.fmt()}")
             better = worse = 0
             for g in decaying:
                 s = final_spread(g)
-                better += s.below(const)
-                worse += const.below(s)
-                claim.numbers.append(f"{g.schedule} (lr {g.best_lr:g}): {s.fmt()}")
+                if not g.best_at_edge:  # an edge-tuned schedule counts as neither
+                    better += s.below(const)
+                    worse += const.below(s)
+                claim.numbers.append(f"{g.schedule} ({lr_text(g)}): {s.fmt()}")
             claim.rule = (
                 "held if at least half of the decaying schedules end below constant in every seed "
                 "(ranges do not overlap) and none ends above; did not hold if none ends below and "
-                f"at least half end above; otherwise inconclusive; needs ≥ {MIN_SEEDS} seeds"
+                f"at least half end above; otherwise inconclusive; needs ≥ {MIN_SEEDS} seeds; a "
+                "schedule whose tuned lr lies at the edge of its grid counts as neither, and "
+                "constant's at the edge makes it inconclusive"
             )
             if base.runs and len(base.runs) < MIN_SEEDS:
                 claim.why = f"only {len(base.runs)} seeds"
+                return claim
+            if base.best_at_edge:
+                claim.why = edge_why(base)
                 return claim
             claim.verdict = _schedule_verdict(better, worse, len(decaying))
             if claim.verdict == INCONCLUSIVE:
@@ -93,24 +109,29 @@ def claim_warmup(study: Study, store: Store) -> Claim:
         f"{seeds_text(found[0][0])}"
     )
     better = worse = 0
+    counted = 0
     for plain, warm in found:
         a, b = final_spread(plain), final_spread(warm)
-        better += b.below(a)
-        worse += a.below(b)
+        if not (plain.best_at_edge or warm.best_at_edge):
+            counted += 1
+            better += b.below(a)
+            worse += a.below(b)
         claim.numbers.append(
-            f"{plain.schedule}: {_bpc(a)} bpc (lr {plain.best_lr:g}) → with warmup {_bpc(b)} bpc "
-            f"(lr {warm.best_lr:g})"
+            f"{plain.schedule}: {_bpc(a)} bpc ({lr_text(plain)}) → with warmup {_bpc(b)} bpc "
+            f"({lr_text(warm)})"
         )
     claim.rule = (
         "held if warmup ends lower in every seed for at least one schedule and higher for none; "
-        "did not hold if the reverse; otherwise inconclusive; needs ≥ "
-        f"{MIN_SEEDS} seeds"
+        f"did not hold if the reverse; otherwise inconclusive; needs ≥ {MIN_SEEDS} seeds; a pair "
+        "where a tuned lr lies at the edge of its grid is not counted"
     )
     n = min(len(p.runs) for pair in found for p in pair)
     if n < MIN_SEEDS:
         claim.why = f"only {n} seeds"
         return claim
-    if better and not worse:
+    if not counted:
+        claim.why = edge_why(*(g for pair in found for g in pair))
+    elif better and not worse:
         claim.verdict = HELD
     elif worse and not better:
         claim.verdict = NOT_HELD

@@ -122,7 +122,7 @@ def problems() -> list[MNIST1D]:
             ),
             target=0.9,
             target_text="validation loss ≤ 0.9",
-            lr_center=dict(sgd=0.3, momentum=5e-2, adagrad=5e-2, rmsprop=5e-3, adam=1e-2),
+            lr_center=dict(sgd=0.3, momentum=0.1, adagrad=5e-2, rmsprop=5e-3, adam=1e-2),
             settings={"batch_size": 64, "channels": 25},
         )
     ]
