@@ -161,12 +161,33 @@ def _table(store: Store, groups: list[Group]) -> str:
     )
 
 
+def _best_html(groups: list[Group]) -> str:
+    """The best mean final result of the study on this problem, said plainly."""
+    scored = [(final_spread(g, "val_acc"), g) for g in groups if g.runs]
+    scored = [(s, g) for s, g in scored if s.finite]
+    if scored:
+        s, g = max(scored, key=lambda item: item[0].mean)
+        what = f"best mean validation accuracy: {s.fmt(3, pct=True)}"
+    else:
+        scored = [(final_spread(g), g) for g in groups if g.runs]
+        scored = [(s, g) for s, g in scored if s.finite]
+        if not scored:
+            return ""
+        s, g = min(scored, key=lambda item: item[0].mean)
+        what = f"lowest mean final validation loss: {s.fmt()}"
+    return (
+        f"<p><b>In this study, {what}</b> ({_e(catalog.OPTIMIZERS[g.optimizer].label)}, "
+        f"{_e(g.schedule)}, lr {g.best_lr:g}, {g.steps} steps, {len(g.runs)} seeds).</p>"
+    )
+
+
 def _problem_html(figs: _Figures, study: Study, store: Store, name: str, gif: bool) -> str:
     p = problems.get(name)
     groups = study.of(name)
     parts = [
         f"<h2 id='{_e(name)}'>{_e(p.title)} <code>{_e(name)}</code></h2>",
         f"<p>{_e(p.description)} Steps to target: first evaluation with {_e(p.target_text)}.</p>",
+        _best_html(groups),
         _table(store, groups),
         figs.get(
             f"loss:{name}", lambda: plots.loss_curves(study, store, name, _constant(study, name))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from .. import catalog
-from ..analysis import Spread, Study, final_spread
+from ..analysis import Group, Spread, Study, final_spread
 from ..store import Store
 from .common import (
     HELD,
@@ -20,7 +20,8 @@ from .common import (
 )
 
 
-def _schedule_verdict(better: int, worse: int, total: int) -> str:
+def _sweep_verdict(better: int, worse: int, total: int) -> str:
+    """One comparison: at least half the decaying schedules clearly lower and none higher."""
     if total == 0:
         return INCONCLUSIVE
     if 2 * better >= total and worse == 0:
@@ -30,6 +31,31 @@ def _schedule_verdict(better: int, worse: int, total: int) -> str:
     return INCONCLUSIVE
 
 
+def _sweep(base: Group, decaying: list[Group]) -> tuple[str, str]:
+    """The verdict of one (problem, optimizer) comparison and a line of its numbers."""
+    const = final_spread(base)
+    better = worse = 0
+    parts = [f"constant {const.fmt()} ({lr_text(base)})"]
+    for g in decaying:
+        s = final_spread(g)
+        mark = ""
+        if not g.best_at_edge:  # an edge-tuned schedule counts as neither
+            if s.below(const):
+                better, mark = better + 1, " lower"
+            elif const.below(s):
+                worse, mark = worse + 1, " higher"
+        parts.append(f"{g.schedule} {s.fmt()}{mark} ({lr_text(g)})")
+    if len(base.runs) < MIN_SEEDS:
+        verdict, why = INCONCLUSIVE, f"only {len(base.runs)} seeds"
+    elif base.best_at_edge:
+        verdict, why = INCONCLUSIVE, edge_why(base)
+    else:
+        verdict = _sweep_verdict(better, worse, len(decaying))
+        why = f"{better} of {len(decaying)} clearly lower, {worse} higher"
+    name = f"{base.problem}, {catalog.OPTIMIZERS[base.optimizer].label}"
+    return verdict, f"{name}: {'; '.join(parts)} → {verdict} ({why})"
+
+
 def claim_schedules(study: Study, store: Store) -> Claim:
     claim = Claim(
         "6a",
@@ -37,48 +63,41 @@ def claim_schedules(study: Study, store: Store) -> Claim:
         "ends training at a lower loss than keeping it constant.",
         "slide 11",
     )
-    for problem in ("mnist1d_cnn", "digits_mlp", "quadratic_deep", "digits_logreg", "charlm"):
-        for optimizer in ("momentum", "adam", "sgd", *catalog.OPTIMIZERS):
+    verdicts = []
+    for problem in study.problems():
+        for optimizer in catalog.OPTIMIZERS:
             base = study.find(problem, optimizer)
             decaying = [g for s in catalog.DECAYING if (g := study.find(problem, optimizer, s))]
             decaying = [g for g in decaying if g.runs]
             if base is None or not base.runs or not decaying:
                 continue
-            const = final_spread(base)
-            claim.figure = f"schedules:{problem}"
-            claim.experiment = (
-                f"{problem}, {catalog.OPTIMIZERS[optimizer].label}: final validation loss with "
-                f"each schedule, peak lr tuned per schedule, {seeds_text(base)}"
-            )
-            claim.numbers.append(f"constant ({lr_text(base)}): {const.fmt()}")
-            better = worse = 0
-            for g in decaying:
-                s = final_spread(g)
-                if not g.best_at_edge:  # an edge-tuned schedule counts as neither
-                    better += s.below(const)
-                    worse += const.below(s)
-                claim.numbers.append(f"{g.schedule} ({lr_text(g)}): {s.fmt()}")
-            claim.rule = (
-                "held if at least half of the decaying schedules end below constant in every seed "
-                "(ranges do not overlap) and none ends above; did not hold if none ends below and "
-                f"at least half end above; otherwise inconclusive; needs ≥ {MIN_SEEDS} seeds; a "
-                "schedule whose tuned lr lies at the edge of its grid counts as neither, and "
-                "constant's at the edge makes it inconclusive"
-            )
-            if base.runs and len(base.runs) < MIN_SEEDS:
-                claim.why = f"only {len(base.runs)} seeds"
-                return claim
-            if base.best_at_edge:
-                claim.why = edge_why(base)
-                return claim
-            claim.verdict = _schedule_verdict(better, worse, len(decaying))
-            if claim.verdict == INCONCLUSIVE:
-                claim.why = (
-                    f"{better} of {len(decaying)} decaying schedules ended clearly lower, "
-                    f"{worse} higher"
-                )
-            return claim
-    return missing(claim, "a constant and a decaying schedule for one optimizer")
+            verdict, line = _sweep(base, decaying)
+            verdicts.append(verdict)
+            claim.numbers.append(line)
+            if claim.figure is None:
+                claim.figure = f"schedules:{problem}"
+    if not verdicts:
+        return missing(claim, "a constant and a decaying schedule for one optimizer")
+    claim.experiment = (
+        f"every (problem, optimizer) run with the constant and decaying schedules: final "
+        f"validation loss, peak lr tuned per schedule, {len(verdicts)} comparisons"
+    )
+    claim.rule = (
+        "each comparison held if at least half of its decaying schedules end below constant in "
+        "every seed (ranges do not overlap) and none above, did not hold if none below and at "
+        "least half above (a schedule tuned at the edge of its lr grid counts as neither; "
+        f"constant's at the edge, or fewer than {MIN_SEEDS} seeds, make it inconclusive); the "
+        "claim held if more than half of the comparisons held and none did not hold, did not "
+        "hold if the reverse, otherwise inconclusive"
+    )
+    held, not_held = verdicts.count(HELD), verdicts.count(NOT_HELD)
+    if 2 * held > len(verdicts) and not not_held:
+        claim.verdict = HELD
+    elif 2 * not_held > len(verdicts) and not held:
+        claim.verdict = NOT_HELD
+    else:
+        claim.why = f"{held} of {len(verdicts)} comparisons held, {not_held} did not"
+    return claim
 
 
 def claim_warmup(study: Study, store: Store) -> Claim:
