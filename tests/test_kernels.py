@@ -271,6 +271,28 @@ def test_fused_true_refuses_what_it_cannot_honour():
         opt.step()
 
 
+def test_wrapper_subclasses_go_per_tensor():
+    """FSDP2's DTensor params: data_ptr() is not their elements' memory."""
+    from optimlab.kernels.cpu import backend
+
+    class Wrapper(torch.Tensor):
+        @classmethod
+        def __torch_dispatch__(cls, func, types, args=(), kwargs=None):
+            return NotImplemented
+
+    class Plain(torch.Tensor):  # a subclass that only adds Python behaviour
+        pass
+
+    assert "tensor subclass" in backend.unsupported(torch.zeros(2).as_subclass(Wrapper))
+    plain = torch.zeros(3).as_subclass(Plain).requires_grad_()
+    assert backend.unsupported(plain) == ""
+    opt = optimlab.SGD([plain], lr=0.5)
+    for _ in range(2):
+        plain.grad = torch.ones(3).as_subclass(Plain)  # new grads of a non-torch type
+        opt.step()
+    assert torch.equal(plain.detach().as_subclass(torch.Tensor), torch.full((3,), -1.0))
+
+
 def test_differentiable_takes_the_reference_path():
     p = torch.randn(3)  # no autograd here: only the path taken matters
     opt = optimlab.Adam([p], differentiable=True)

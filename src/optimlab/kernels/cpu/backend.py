@@ -46,8 +46,19 @@ _optim.configure(
 )  # fmt: skip
 
 
+def _plain(tensor: Tensor) -> bool:
+    """A tensor whose ``data_ptr()`` is its own memory: not a wrapper subclass (DTensor of
+    FSDP2, FakeTensor, ...), whose elements live elsewhere or nowhere."""
+    kind = type(tensor)
+    return kind in (torch.Tensor, torch.nn.Parameter) or (
+        kind.__torch_dispatch__ is torch.Tensor.__torch_dispatch__
+    )
+
+
 def unsupported(param: Tensor) -> str:
     """Why the kernels cannot update ``param`` ('' when they can)."""
+    if not _plain(param):
+        return f"a parameter is a {type(param).__name__}, a tensor subclass"
     if param.device.type != "cpu":
         return f"a parameter is on {param.device}, the kernels are CPU kernels"
     if param.is_complex():
@@ -77,6 +88,8 @@ def _same_order(tensor: Tensor, param: Tensor) -> bool:
 
 
 def _grad_problem(param: Tensor, grad: Tensor) -> str:
+    if not _plain(grad):
+        return f"a gradient is a {type(grad).__name__}, a tensor subclass"
     if grad.layout != torch.strided:
         return "a gradient is sparse"
     if grad.dtype != param.dtype or grad.device != param.device:
@@ -89,6 +102,7 @@ def _grad_problem(param: Tensor, grad: Tensor) -> str:
 def _same_layout(tensor: Any, param: Tensor) -> bool:
     return (
         isinstance(tensor, Tensor)
+        and _plain(tensor)
         and tensor.dtype == param.dtype
         and tensor.device == param.device
         and tensor.shape == param.shape
@@ -131,7 +145,8 @@ class Plan:
             rows.append(row)
             params.append(param)
         self.params = tuple(params)
-        self.grads: list[Tensor | None] = [None] * len(params)
+        # the grads the rows were checked with: bind re-checks only grads that change
+        self.grads: list[Tensor | None] = [p.grad for p in params]
         self.table = torch.tensor(rows, dtype=torch.int64).reshape(-1, _optim.ROW_WIDTH)
         self.address = self.table.data_ptr()
         self.keep = keep

@@ -616,9 +616,10 @@ static PyObject *py_bind(PyObject *self, PyObject *const *args, Py_ssize_t nargs
             Py_DECREF(g);
             continue;
         }
+        /* a new grad of another type (a tensor subclass) goes back to Python to be judged */
         if ((row->flags & ROW_NOSTATE) ||
             (g != PyList_GET_ITEM(grads, i) &&
-             !grad_layout_ok(param, g, (row->flags & ROW_STRIDED) != 0))) {
+             (!is_fast(g) || !grad_layout_ok(param, g, (row->flags & ROW_STRIDED) != 0)))) {
             Py_DECREF(g);
             PyErr_Clear();
             return PyLong_FromSsize_t(i);
