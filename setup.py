@@ -21,7 +21,8 @@ KERNEL_DIR = os.path.join("src", "optimlab", "kernels", "cpu")
 # -ffp-contract=off: only the fma()s the source writes are fused, so results match torch's
 #   kernels bitwise on every instruction set (AVX-512, AVX2, baseline clones alike).
 # No -march: the source picks AVX-512 / AVX2 clones at load time (target_clones).
-FLAGS = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off", "-std=gnu11"]
+# -g0: Python's own CFLAGS ask for debug info, which triples the library (~3 MB).
+FLAGS = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off", "-std=gnu11", "-g0"]
 OPENMP = ["-fopenmp"]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from optimlab import cli
 from optimlab.kernels import bench
@@ -29,8 +30,12 @@ def torch_numel(shape):
 @pytest.mark.slow
 @pytest.mark.skipif(not cpu_kernels.AVAILABLE, reason=cpu_kernels.UNAVAILABLE)
 def test_bench_json_and_table(capsys):
-    argv = ["bench", "--optimizers", "SGD,Adam", "--layouts", "small", "--repeats", "2"]
+    # one thread: torch's per-tensor parallel regions crawl when another process holds a core
+    argv = ["bench", "--optimizers", "SGD,Adam", "--layouts", "small", "--repeats", "2",
+            "--warmup", "1", "--threads", "1"]  # fmt: skip
+    threads = torch.get_num_threads()
     assert cli.main([*argv, "--json"]) == 0
+    assert torch.get_num_threads() == threads  # restored
     out = json.loads(capsys.readouterr().out)
     assert out["meta"]["threads"] >= 1 and out["meta"]["kernels"]
     rows = out["rows"]
