@@ -209,6 +209,41 @@ def test_threads_do_not_change_results():
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
+def test_mixed_dtypes_in_one_group_run_in_one_call():
+    """Each row carries its dtype: a mixed group equals one group per dtype, bitwise."""
+    dtypes = [torch.float32, torch.bfloat16, torch.float64, torch.float16]
+    mixed = [torch.linspace(-1, 1, 37, dtype=dt).requires_grad_() for dt in dtypes]
+    alone = [p.detach().clone().requires_grad_() for p in mixed]
+    opt = optimlab.NAdam(mixed, lr=0.01, weight_decay=0.1)
+    singles = [optimlab.NAdam([p], lr=0.01, weight_decay=0.1) for p in alone]
+    for step in range(3):
+        for p, q in zip(mixed, alone, strict=True):
+            p.grad = torch.full_like(p, 0.25 * (step + 1))
+            q.grad = p.grad.clone()
+        opt.step()
+        for single in singles:
+            single.step()
+    assert len(opt._kernel_plans[0].params) == 4
+    for p, q in zip(mixed, alone, strict=True):
+        assert torch.equal(p, q), p.dtype
+
+
+def test_float64_default_dtype_counters():
+    """Under a float64 default dtype torch keeps float64 step counters; so do the kernels."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        for name in ("Adam", "NAdam", "Adagrad"):
+            params = _make("odd", torch.float32)
+            ref_params = _copy(params)
+            fused = _run(name, dict(lr=0.01), params)
+            reference = _run(name, dict(lr=0.01), ref_params, fused=False)
+            assert fused.state[params[3]]["step"].dtype == torch.float64
+            _assert_state_close(fused, reference, params, ref_params, **TOL[torch.float32])
+    finally:
+        torch.set_default_dtype(previous)
+
+
 # -- per-tensor fallback and fused=True ---------------------------------------------
 
 
