@@ -74,17 +74,22 @@ def _finish(ax: plt.Axes, xlabel: str, ylabel: str, log: bool) -> None:
 
 
 def _shift(problem: str) -> float:
-    """2-D curves show f - f_min so that a log axis works (the saddle's minimum is -1/4)."""
+    """The known optimum, subtracted so that a log axis shows the approach to it."""
+    return problems.get(problem).optimum or 0.0
+
+
+def _val_label(problem: str, final: bool = False) -> str:
     p = problems.get(problem)
-    if not p.is_2d:
-        return 0.0
-    return float(p.value(torch.tensor(p.minima[0], dtype=torch.float64)))
+    text = "f(w) − f*" if p.is_2d else "validation loss"
+    if p.optimum is not None and not p.is_2d:
+        text += " − optimum"
+    return ("final " if final else "") + text
 
 
 def loss_curves(study: Study, store: Store, problem: str, groups: Sequence[Group]) -> bytes:
     """Training and validation loss (and accuracy) per optimizer, mean and seed band."""
     p = problems.get(problem)
-    panels = [("val_loss", "f(w) − f*" if p.is_2d else "validation loss")]
+    panels = [("val_loss", _val_label(problem))]
     if not p.is_2d:
         panels.insert(0, ("train_loss", "training loss (mini-batch)"))
     if p.has_accuracy:
@@ -135,8 +140,8 @@ def schedule_curves(study: Study, store: Store, problem: str) -> bytes | None:
     for ax, (optimizer, groups) in zip(axes[0], swept.items(), strict=True):
         for g in groups:
             _plot_band(ax, store, g, "val_loss", f"{g.schedule} (lr {g.best_lr})",
-                       SCHEDULE_COLORS[g.schedule])  # fmt: skip
-        _finish(ax, "step", "validation loss", log=True)
+                       SCHEDULE_COLORS[g.schedule], _shift(problem))  # fmt: skip
+        _finish(ax, "step", _val_label(problem), log=True)
         ax.set_title(catalog.OPTIMIZERS[optimizer].label, fontsize=9)
         ax.legend(fontsize=7)
     fig.suptitle(f"{problems.get(problem).title}: schedules, peak lr tuned for each", fontsize=10)
@@ -164,8 +169,7 @@ def lr_sensitivity(study: Study, problem: str) -> bytes | None:
         if bad:
             ax.plot(bad, [top * 1.5] * len(bad), "x", color=color)
     ax.set_xscale("log")
-    _finish(ax, "learning rate", "final f(w) − f*" if shift or problems.get(problem).is_2d
-            else "final validation loss", log=True)  # fmt: skip
+    _finish(ax, "learning rate", _val_label(problem, final=True), log=True)
     ax.set_title(
         f"{problems.get(problem).title}: lr sensitivity (seed 0; x = diverged)", fontsize=9
     )

@@ -71,6 +71,8 @@ class Problem(ABC):
     #: a learning rate that trains well, per family; the lr grid is centred on it
     lr_center: Mapping[str, float]
     settings: Mapping[str, Any] = field(default_factory=dict)
+    #: the known smallest validation loss, if any (plots show the distance to it)
+    optimum: float | None = None
     has_accuracy: bool = False
     #: 2-D functions: trajectories are recorded and drawn over contours
     is_2d: bool = False

@@ -240,6 +240,7 @@ def problems() -> list[Function2D]:
                     + (" (mean over the points)" if points > 1 else ""),
                     lr_center=lrs,
                     settings={"noise": noise if noisy else 0.0},
+                    optimum=float(function(*(torch.tensor(v) for v in minima[0]))),
                     function=function,
                     minima=minima,
                     start=start,

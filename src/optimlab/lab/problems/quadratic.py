@@ -106,6 +106,7 @@ def problems() -> list[NoisyQuadratic]:
             ),
             target=target,
             target_text=f"validation loss ≤ {target:g} (the optimum {floor:.2f} + 1)",
+            optimum=floor,
             lr_center=dict(sgd=1e-2, momentum=3e-3, adagrad=1.0, rmsprop=3e-2, adam=0.1),
             settings={"batch_size": 128},
         )
