@@ -59,8 +59,8 @@ if sys.platform != "win32":  # the flags are GCC/Clang's
     extensions.append(
         Extension(
             "optimlab.kernels.cpu._optim",
-            sources=[os.path.join(KERNEL_DIR, "optim.c")],
-            depends=[os.path.join(KERNEL_DIR, "updates.h")],
+            sources=[os.path.join(KERNEL_DIR, name) for name in ("optim.c", "module.c")],
+            depends=[os.path.join(KERNEL_DIR, name) for name in ("optim.h", "updates.h")],
             extra_compile_args=FLAGS,
         )
     )

@@ -1,41 +1,42 @@
 /* optimlab's fused CPU optimizer kernels: one pass over memory per step, one
- * parallel region per param group.
+ * parallel region per param group.  Plain C: the Python side is module.c.
  *
- * Python (optimlab/kernels/cpu/backend.py) hands over a table of rows, one per
- * tensor: raw data pointers from Tensor.data_ptr() (no torch C++ ABI), the
- * element count, the scalar state counters, and per-row flags.  `step` advances
+ * The caller (backend.py, through module.c) hands over a table of rows, one per
+ * tensor (optim.h): raw data pointers from Tensor.data_ptr() (no torch C++ ABI), the
+ * element count, the scalar state counters, and per-row flags.  optim_step advances
  * the counters serially, then splits the elements of all rows evenly across
  * OpenMP threads; each thread walks its rows and runs the optimizer's
- * per-element update (updates.h) over its share.  `bind` re-validates the
- * table cheaply before each step (the pointers of params and fresh grads).
+ * per-element update (updates.h) over its share.
  *
  * Build: -O3 -fno-math-errno (else sqrtf stays a libm call and the loops do
  * not vectorize: 3x slower), -fno-trapping-math (lets conditionals on flags be
- * if-converted), -ffp-contract=off (only the fma()s written below are fused,
+ * if-converted), -ffp-contract=off (only the fma()s written in updates.h are fused,
  * so results match torch bitwise on every instruction set), -fopenmp.
  * OpenMP comes from torch's own libgomp: torch is imported first, so the
  * loader resolves our libgomp.so.1 to the copy already mapped, and the
  * kernels share torch's thread pool instead of oversubscribing the cores.
  */
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
-
 #include <pthread.h>
 #include <stdint.h>
 #include <string.h>
 #include <tgmath.h>
 #ifdef _OPENMP
 #include <omp.h>
+const int optim_openmp = _OPENMP;
+#else
+const int optim_openmp = 0;
 #endif
+
+#include "optim.h"
 
 /* x86-64 Linux with GCC >= 12: AVX-512, AVX2+FMA and baseline clones picked at load. */
 #if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__) && !defined(__clang__) && \
     __GNUC__ >= 12
 #define TARGETS __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#define CLONES "x86-64-v4 (AVX-512), x86-64-v3 (AVX2+FMA), baseline"
+const char optim_clones[] = "x86-64-v4 (AVX-512), x86-64-v3 (AVX2+FMA), baseline";
 #else
 #define TARGETS
-#define CLONES "baseline only"
+const char optim_clones[] = "baseline only";
 #endif
 
 /* The per-element functions must inline into every clone (GCC inlines across a target
@@ -46,25 +47,10 @@
 #define INLINE inline
 #endif
 
-/* Hyperparameters, in the order of HYPER_FIELDS (exported to Python). */
-enum { H_LR, H_WEIGHT_DECAY, H_MOMENTUM, H_DAMPENING, H_ALPHA, H_EPS, H_BETA1, H_BETA2,
-       H_LR_DECAY, H_MOMENTUM_DECAY, NH };
-static const char *const hyper_fields[NH] = {
+const char *const optim_hyper_fields[NH] = {
     "lr", "weight_decay", "momentum", "dampening", "alpha", "eps", "beta1", "beta2",
     "lr_decay", "momentum_decay"};
-
-/* Flags: per call (the optimizer's options, bits 0-7) and per row (bits 8-15). */
-enum {
-    F_MAXIMIZE = 1 << 0, F_WD = 1 << 1, F_NESTEROV = 1 << 2, F_LECTURE = 1 << 3,
-    F_DECOUPLED = 1 << 4, F_EPS_INSIDE = 1 << 5, F_BIAS_CORRECTION = 1 << 6,
-    ROW_ACTIVE = 1 << 8,   /* has a grad this step */
-    F_FRESH = 1 << 9,      /* state slots just created: SGD's buffer takes the grad */
-    ROW_NOSTATE = 1 << 10, /* no state yet (no grad when planned): bind asks for a re-plan */
-    ROW_STRIDED = 1 << 11, /* dense but not contiguous: grads must match the param's strides */
-    ROW_STEP_F64 = 1 << 12, ROW_MU_F64 = 1 << 13,
-    ROW_DTYPE_SHIFT = 16, /* bits 16-19: dtype code */
-};
-static const char *const flag_names[] = {
+const char *const optim_flag_names[NFLAG_NAMES] = {
     "maximize", "weight_decay", "nesterov", "lecture", "decoupled", "eps_inside",
     "bias_correction", NULL, "active", "fresh", "nostate", "strided", "step_f64", "mu_f64"};
 
@@ -73,14 +59,6 @@ static const char *const flag_names[] = {
 enum { K_NEG_LR, K_WD, K_MOMENTUM, K_ONE_MINUS_DAMPENING, K_NEG_STEP, K_NEG_STEP_NEXT, K_EPS,
        K_ALPHA, K_ONE_MINUS_ALPHA, K_DECAY, K_ONE_MINUS_BETA1, K_BETA2, K_ONE_MINUS_BETA2,
        K_SQRT_BC2, K_BC2, NK };
-
-/* One tensor: the layout of a row of backend.py's int64 table. */
-typedef struct {
-    void *p, *g, *s[3];
-    int64_t n;
-    void *step, *mu_product;
-    int64_t flags, spare;
-} Row;
 
 #define real float
 #define BITS uint32_t
@@ -98,8 +76,6 @@ typedef struct {
 #undef F
 
 /* ---- dtypes: storage type, math type, load and store, in this one place ---------------- */
-
-enum { DT_F32, DT_F64, DT_BF16, DT_F16, NDT };
 
 static INLINE float f32_from_bits(uint32_t u)
 {
@@ -311,7 +287,6 @@ static void advance(const double *h, int counters, Row *row)
         *(float *)row->mu_product *= (float)mu;
 }
 
-#define NV 8
 typedef struct {
     const char *name;
     int counters; /* 0: none, 1: step, 2: step and mu_product */
@@ -410,71 +385,34 @@ static void run_share(const Kernel *kern, int variant, const double *h, int64_t 
 static volatile int forked_child = 0;
 static void on_fork_child(void) { forked_child = 1; }
 
-/* ---- Python bindings ----------------------------------------------------------------- */
+void optim_init(void) { pthread_atfork(NULL, NULL, on_fork_child); }
 
-static PyObject *s_data_ptr, *s_grad, *s_is_contiguous, *s_stride;
+const int optim_nkernels = NKERNELS;
 
-static int as_i64(PyObject *obj, int64_t *out)
+const char *optim_kernel_name(int kernel)
 {
-    *out = PyLong_AsLongLong(obj);
-    return (*out == -1 && PyErr_Occurred()) ? -1 : 0;
+    return (kernel >= 0 && kernel < NKERNELS) ? kernels[kernel].name : "?";
 }
 
-/* step(kernel, variant, nthreads, table, nrows, hyper, flags, grad_scale, found_inf) -> int
- *
- * Runs one optimizer step over the active rows of `table` (the address of an int64 tensor
- * of Row).  `hyper` is a tuple of HYPER_FIELDS floats; `grad_scale` and `found_inf` are
- * addresses of float32 scalars or 0.  Returns the number of rows stepped, or -1 when
- * *found_inf is nonzero (nothing was touched). */
-static PyObject *py_step(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+int optim_has_loop(int kernel, int variant, int dtype)
 {
-    (void)self;
-    int64_t kernel, variant, nthreads, table, nrows, call_flags, scale_addr, inf_addr;
-    if (nargs != 9) {
-        PyErr_SetString(PyExc_TypeError, "step() takes 9 arguments");
-        return NULL;
-    }
-    if (as_i64(args[0], &kernel) || as_i64(args[1], &variant) || as_i64(args[2], &nthreads) ||
-        as_i64(args[3], &table) || as_i64(args[4], &nrows) || as_i64(args[6], &call_flags) ||
-        as_i64(args[7], &scale_addr) || as_i64(args[8], &inf_addr))
-        return NULL;
-    if (kernel < 0 || kernel >= NKERNELS || variant < 0 || variant >= NV || nrows < 0 ||
-        (nrows > 0 && table == 0)) {
-        PyErr_SetString(PyExc_ValueError, "step(): bad kernel, variant or table");
-        return NULL;
-    }
-    if (!PyTuple_Check(args[5]) || PyTuple_GET_SIZE(args[5]) != NH) {
-        PyErr_Format(PyExc_TypeError, "step(): hyper must be a tuple of %d floats", NH);
-        return NULL;
-    }
-    double h[NH];
-    for (int j = 0; j < NH; j++) {
-        h[j] = PyFloat_AsDouble(PyTuple_GET_ITEM(args[5], j));
-        if (h[j] == -1.0 && PyErr_Occurred())
-            return NULL;
-    }
-    const Kernel *kern = &kernels[kernel];
-    Row *rows = (Row *)(intptr_t)table;
-    int64_t total = 0;
-    for (int64_t r = 0; r < nrows; r++) {
-        int dtype = (int)((rows[r].flags >> ROW_DTYPE_SHIFT) & 15);
-        if (dtype >= NDT || kern->loops[variant][dtype] == NULL) {
-            PyErr_Format(PyExc_ValueError, "step(): %s has no loop for slots %d, dtype %d",
-                         kern->name, (int)variant, dtype);
-            return NULL;
-        }
-        if (rows[r].flags & ROW_ACTIVE)
-            total += rows[r].n;
-    }
-    if (inf_addr && *(const float *)(intptr_t)inf_addr != 0.0f)
-        return PyLong_FromLong(-1);
-    float scale = scale_addr ? *(const float *)(intptr_t)scale_addr : 0.0f;
+    return kernel >= 0 && kernel < NKERNELS && variant >= 0 && variant < NV && dtype >= 0 &&
+           dtype < NDT && kernels[kernel].loops[variant][dtype] != NULL;
+}
 
-    int64_t stepped = 0;
-    Py_BEGIN_ALLOW_THREADS
+int64_t optim_step(int kernel, int variant, int nthreads, Row *rows, int64_t nrows,
+                   const double *h, int64_t call_flags, const float *grad_scale,
+                   const float *found_inf)
+{
+    if (found_inf && *found_inf != 0.0f)
+        return -1;
+    const Kernel *kern = &kernels[kernel];
+    float scale = grad_scale ? *grad_scale : 0.0f;
+    int64_t total = 0, stepped = 0;
     for (int64_t r = 0; r < nrows; r++) {
         if (rows[r].flags & ROW_ACTIVE) {
             advance(h, kern->counters, &rows[r]);
+            total += rows[r].n;
             stepped++;
         }
     }
@@ -487,237 +425,29 @@ static PyObject *py_step(PyObject *self, PyObject *const *args, Py_ssize_t nargs
 #pragma omp parallel num_threads(nt)
         {
             int tid = omp_get_thread_num(), n = omp_get_num_threads();
-            run_share(kern, (int)variant, h, call_flags, rows, nrows, split(total, n, tid),
+            run_share(kern, variant, h, call_flags, rows, nrows, split(total, n, tid),
                       split(total, n, tid + 1), scale);
         }
     } else
 #endif
-        run_share(kern, (int)variant, h, call_flags, rows, nrows, 0, total, scale);
+        run_share(kern, variant, h, call_flags, rows, nrows, 0, total, scale);
     for (int64_t r = 0; r < nrows; r++) {
         if (rows[r].flags & ROW_ACTIVE)
             rows[r].flags &= ~(int64_t)F_FRESH;
     }
-    Py_END_ALLOW_THREADS
-    return PyLong_FromLongLong(stepped);
+    return stepped;
 }
 
-/* torch.Tensor's own accessors (configure()), called directly on tensors of the types they
- * were taken from: no attribute lookup per call (bind does 3 per tensor; ~25% of its time). */
-static PyObject *fast_types, *d_data_ptr, *d_grad, *d_is_contiguous;
-
-static int is_fast(PyObject *obj)
+const char *optim_isa(void)
 {
-    if (fast_types == NULL)
-        return 0;
-    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(fast_types); i++) {
-        if ((PyObject *)Py_TYPE(obj) == PyTuple_GET_ITEM(fast_types, i))
-            return 1;
-    }
-    return 0;
-}
-
-static PyObject *call_method(PyObject *obj, PyObject *descr, PyObject *name)
-{
-    return is_fast(obj) ? PyObject_Vectorcall(descr, &obj, 1, NULL)
-                        : PyObject_CallMethodNoArgs(obj, name);
-}
-
-static PyObject *get_grad(PyObject *param)
-{
-    if (is_fast(param))
-        return Py_TYPE(d_grad)->tp_descr_get(d_grad, param, (PyObject *)Py_TYPE(param));
-    return PyObject_GetAttr(param, s_grad);
-}
-
-static int64_t call_data_ptr(PyObject *tensor)
-{
-    PyObject *res = call_method(tensor, d_data_ptr, s_data_ptr);
-    if (res == NULL)
-        return -1;
-    int64_t ptr = PyLong_AsLongLong(res);
-    Py_DECREF(res);
-    return ptr;
-}
-
-/* Whether a fresh grad `g` can be read with the layout of `param`'s row. */
-static int grad_layout_ok(PyObject *param, PyObject *g, int strided)
-{
-    PyObject *a, *b;
-    if (!strided) {
-        a = call_method(g, d_is_contiguous, s_is_contiguous);
-        int ok = a == Py_True;
-        Py_XDECREF(a);
-        return ok;
-    }
-    a = PyObject_CallMethodNoArgs(g, s_stride);
-    b = a ? PyObject_CallMethodNoArgs(param, s_stride) : NULL;
-    int ok = a && b && PyObject_RichCompareBool(a, b, Py_EQ) == 1;
-    Py_XDECREF(a);
-    Py_XDECREF(b);
-    return ok;
-}
-
-/* bind(group_params, snapshot, params, grads, table) -> int
- *
- * Re-validates a cached table before a step, at a few C calls per tensor: the group's
- * param list must still be `snapshot` (else -2); row i's param must still have the data
- * pointer in the table, and its grad, if new, the row's layout (else i: re-plan).  Grads
- * are re-read every step (zero_grad(set_to_none=True) makes new ones); `grads` caches the
- * grad objects so an unchanged grad skips the layout check.  Rows without a grad are
- * marked inactive.  Returns -1 when the table is ready. */
-#define BIND_AHEAD 4
-
-static PyObject *py_bind(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
-{
-    (void)self;
-    if (nargs != 5 || !PyList_Check(args[0]) || !PyTuple_Check(args[1]) ||
-        !PyTuple_Check(args[2]) || !PyList_Check(args[3])) {
-        PyErr_SetString(PyExc_TypeError, "bind(list, tuple, tuple, list, int)");
-        return NULL;
-    }
-    PyObject *group = args[0], *snapshot = args[1], *params = args[2], *grads = args[3];
-    int64_t table;
-    if (as_i64(args[4], &table))
-        return NULL;
-    Py_ssize_t n = PyList_GET_SIZE(group);
-    if (n != PyTuple_GET_SIZE(snapshot))
-        return PyLong_FromLong(-2);
-    for (Py_ssize_t i = 0; i < n; i++) {
-        if (PyList_GET_ITEM(group, i) != PyTuple_GET_ITEM(snapshot, i))
-            return PyLong_FromLong(-2);
-    }
-    Py_ssize_t nrows = PyTuple_GET_SIZE(params);
-    if (PyList_GET_SIZE(grads) != nrows) {
-        PyErr_SetString(PyExc_ValueError, "bind(): grads and params differ in length");
-        return NULL;
-    }
-    Row *rows = (Row *)(intptr_t)table;
-    for (Py_ssize_t i = 0; i < nrows; i++) {
-        Row *row = &rows[i];
-        PyObject *param = PyTuple_GET_ITEM(params, i);
-        if (i + BIND_AHEAD < nrows) { /* the objects of a later row: their misses overlap ours */
-            PyObject *later = PyTuple_GET_ITEM(params, i + BIND_AHEAD);
-            __builtin_prefetch(later, 0, 3);
-            __builtin_prefetch((const char *)later + 64, 0, 3);
-            __builtin_prefetch(PyList_GET_ITEM(grads, i + BIND_AHEAD), 0, 3);
-        }
-        int64_t ptr = call_data_ptr(param);
-        if (ptr == -1 && PyErr_Occurred())
-            goto replan;
-        if ((void *)(intptr_t)ptr != row->p)
-            return PyLong_FromSsize_t(i);
-        PyObject *g = get_grad(param);
-        if (g == NULL)
-            goto replan;
-        if (g == Py_None) {
-            row->flags &= ~(int64_t)ROW_ACTIVE;
-            Py_INCREF(Py_None);
-            PyList_SetItem(grads, i, Py_None);
-            Py_DECREF(g);
-            continue;
-        }
-        /* a new grad of another type (a tensor subclass) goes back to Python to be judged */
-        if ((row->flags & ROW_NOSTATE) ||
-            (g != PyList_GET_ITEM(grads, i) &&
-             (!is_fast(g) || !grad_layout_ok(param, g, (row->flags & ROW_STRIDED) != 0)))) {
-            Py_DECREF(g);
-            PyErr_Clear();
-            return PyLong_FromSsize_t(i);
-        }
-        int64_t gptr = call_data_ptr(g);
-        PyList_SetItem(grads, i, g); /* steals the reference */
-        if (gptr == -1 && PyErr_Occurred())
-            goto replan;
-        row->g = (void *)(intptr_t)gptr;
-        row->flags |= ROW_ACTIVE;
-        continue;
-    replan: /* a call raised (e.g. a sparse grad has no data_ptr): let Python decide */
-        PyErr_Clear();
-        return PyLong_FromSsize_t(i);
-    }
-    return PyLong_FromLong(-1);
-}
-
-/* configure(types, data_ptr, grad, is_contiguous): torch.Tensor's accessors and the exact
- * types (torch.Tensor, nn.Parameter) that use them unchanged. */
-static PyObject *py_configure(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
-{
-    (void)self;
-    if (nargs != 4 || !PyTuple_Check(args[0]) || !PyObject_TypeCheck(args[2], &PyGetSetDescr_Type)) {
-        PyErr_SetString(PyExc_TypeError, "configure(types, data_ptr, grad, is_contiguous)");
-        return NULL;
-    }
-    PyObject **slots[] = {&fast_types, &d_data_ptr, &d_grad, &d_is_contiguous};
-    for (int i = 0; i < 4; i++) {
-        Py_INCREF(args[i]);
-        Py_XSETREF(*slots[i], args[i]);
-    }
-    Py_RETURN_NONE;
-}
-
-/* isa() -> str: the clone the loader picked on this CPU (the resolver's own test). */
-static PyObject *py_isa(PyObject *self, PyObject *unused)
-{
-    (void)self, (void)unused;
 #if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__) && !defined(__clang__) && \
     __GNUC__ >= 12
     __builtin_cpu_init();
     if (__builtin_cpu_supports("x86-64-v4"))
-        return PyUnicode_FromString("x86-64-v4 (AVX-512)");
+        return "x86-64-v4 (AVX-512)";
     if (__builtin_cpu_supports("x86-64-v3"))
-        return PyUnicode_FromString("x86-64-v3 (AVX2+FMA)");
+        return "x86-64-v3 (AVX2+FMA)";
 #endif
-    return PyUnicode_FromString("baseline");
+    return "baseline";
 }
 
-static PyMethodDef methods[] = {
-    {"configure", (PyCFunction)(void (*)(void))py_configure, METH_FASTCALL,
-     "configure(types, data_ptr, grad, is_contiguous): fast accessors for bind"},
-    {"isa", py_isa, METH_NOARGS, "isa() -> the instruction set of the loops in use"},
-    {"step", (PyCFunction)(void (*)(void))py_step, METH_FASTCALL,
-     "step(kernel, variant, nthreads, table, nrows, hyper, flags, grad_scale, found_inf)"},
-    {"bind", (PyCFunction)(void (*)(void))py_bind, METH_FASTCALL,
-     "bind(group_params, snapshot, params, grads, table) -> -1 | -2 | row to re-plan"},
-    {NULL, NULL, 0, NULL},
-};
-
-static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "_optim", "optimlab's fused CPU optimizer kernels (see optim.c).",
-    -1, methods, NULL, NULL, NULL, NULL,
-};
-
-PyMODINIT_FUNC PyInit__optim(void)
-{
-    s_data_ptr = PyUnicode_InternFromString("data_ptr");
-    s_grad = PyUnicode_InternFromString("grad");
-    s_is_contiguous = PyUnicode_InternFromString("is_contiguous");
-    s_stride = PyUnicode_InternFromString("stride");
-    pthread_atfork(NULL, NULL, on_fork_child);
-    PyObject *m = PyModule_Create(&module);
-    if (m == NULL)
-        return NULL;
-    PyObject *names = PyTuple_New(NKERNELS), *fields = PyTuple_New(NH), *flags = PyDict_New();
-    for (int i = 0; i < NKERNELS; i++)
-        PyTuple_SET_ITEM(names, i, PyUnicode_FromString(kernels[i].name));
-    for (int j = 0; j < NH; j++)
-        PyTuple_SET_ITEM(fields, j, PyUnicode_FromString(hyper_fields[j]));
-    for (int b = 0; b < (int)(sizeof flag_names / sizeof flag_names[0]); b++) {
-        if (flag_names[b]) {
-            PyObject *v = PyLong_FromLong(1L << b);
-            PyDict_SetItemString(flags, flag_names[b], v);
-            Py_DECREF(v);
-        }
-    }
-    PyModule_AddObject(m, "KERNELS", names);
-    PyModule_AddObject(m, "HYPER_FIELDS", fields);
-    PyModule_AddObject(m, "FLAGS", flags);
-    PyModule_AddIntConstant(m, "ROW_WIDTH", sizeof(Row) / sizeof(int64_t));
-    PyModule_AddIntConstant(m, "DTYPE_SHIFT", ROW_DTYPE_SHIFT);
-#ifdef _OPENMP
-    PyModule_AddIntConstant(m, "OPENMP", _OPENMP);
-#else
-    PyModule_AddIntConstant(m, "OPENMP", 0);
-#endif
-    PyModule_AddStringConstant(m, "CLONES", CLONES);
-    return m;
-}
