@@ -211,7 +211,7 @@ def zero_worker(rank: int, world_size: int, out: Path) -> None:
 
 
 def fsdp2_worker(rank: int, world_size: int, out: Path) -> None:
-    """fully_shard: parameters are DTensors; each rank steps only its local shard."""
+    """fully_shard: parameters are DTensors; the fused kernels step each rank's local shard."""
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
 
@@ -219,7 +219,8 @@ def fsdp2_worker(rank: int, world_size: int, out: Path) -> None:
     results = {}
     for i, (name, kwargs) in enumerate(OPTIMIZERS):
         model = _fsdp2_model(mesh, fully_shard)
-        optimizer = make_optimizer(model.parameters(), name, kwargs)
+        # fused=True: the kernels must take every local shard, or the step raises
+        optimizer = make_optimizer(model.parameters(), name, kwargs, fused=True)
         shard_sizes = [p.to_local().numel() for p in model.parameters()]
         full_sizes = [p.numel() for p in model.parameters()]
         train_steps(

@@ -275,7 +275,7 @@ def test_sparse_grads_go_per_tensor(name):
     for step in range(3):
         for (e, d), opt in zip(([emb, dense], twin), opts, strict=True):
             idx = torch.tensor([[1, 4, step]])
-            e.grad = torch.sparse_coo_tensor(idx, torch.ones(3, 3), (10, 3))
+            e.grad = torch.sparse_coo_tensor(idx, torch.ones(3, 3), (10, 3), check_invariants=True)
             d.grad = torch.full((5,), 0.5 + step)
             opt.step()
     torch.testing.assert_close(emb, twin[0], rtol=1e-6, atol=1e-7)

@@ -11,6 +11,10 @@ check sees (params replaced or re-pointed, new grads of another layout, a grad
 appearing where no state exists yet, ``load_state_dict``, another kernel variant)
 rebuilds the plan.
 
+FSDP2's parameters are DTensors: the kernels step each rank's local shard (a plain
+tensor; param, grad and state are sharded alike, and an elementwise update of the
+shards is the update of the whole), never gathering a full parameter.
+
 Params' and grads' pointers are re-read every step.  State tensors belong to the
 optimizer and are not re-checked per step: the plan holds their storages, so a
 state tensor replaced by hand (``opt.state[p]["exp_avg"] = t``, not detected until
@@ -27,6 +31,11 @@ from torch import Tensor
 
 from .. import KernelCall
 from . import _optim
+
+try:  # public since torch 2.5; absent from builds without torch.distributed
+    from torch.distributed.tensor import DTensor, Replicate, Shard
+except ImportError:  # pragma: no cover
+    DTensor = None
 
 __all__ = ["DTYPES", "Plan", "step_group", "unsupported"]
 
@@ -55,10 +64,44 @@ def _plain(tensor: Tensor) -> bool:
     )
 
 
+def _view(param: Tensor) -> Tensor | None:
+    """The tensor whose memory the kernels update for ``param``: itself, or the local shard
+    of a DTensor placed by Shard/Replicate only; None for other tensor subclasses."""
+    if _plain(param):
+        return param
+    if (
+        DTensor is not None
+        and isinstance(param, DTensor)
+        and all(isinstance(p, (Shard, Replicate)) for p in param.placements)
+        and _plain(param._local_tensor)
+    ):
+        return param._local_tensor
+    return None
+
+
+def _view_like(tensor: Any, param: Tensor) -> Any:
+    """``tensor`` (a grad, state or step counter of ``param``) as the kernels see it: itself
+    when plain (the layout checks decide), the local shard of a DTensor distributed exactly
+    as ``param`` is, None for anything else."""
+    if not isinstance(tensor, Tensor) or _plain(tensor):
+        return tensor
+    if (
+        DTensor is not None
+        and isinstance(tensor, DTensor)
+        and isinstance(param, DTensor)
+        and tensor.placements == param.placements
+        and tensor.device_mesh == param.device_mesh
+    ):
+        return tensor._local_tensor
+    return None
+
+
 def unsupported(param: Tensor) -> str:
     """Why the kernels cannot update ``param`` ('' when they can)."""
-    if not _plain(param):
+    view = _view(param)
+    if view is None:
         return f"a parameter is a {type(param).__name__}, a tensor subclass"
+    param = view
     if param.device.type != "cpu":
         return f"a parameter is on {param.device}, the kernels are CPU kernels"
     if param.is_complex():
@@ -126,13 +169,17 @@ class Plan:
     def __init__(self, opt: Any, group: dict[str, Any], call: KernelCall, strict: bool) -> None:
         self.group, self.key = group, call.key
         self.state, self.state_len = opt.state, -1
-        self.snapshot = tuple(group["params"])
+        owners = tuple(group["params"])
+        views = tuple(_view(p) for p in owners)
+        # a group of DTensors binds their local shards, whose grads step_group sets
+        self.sharded = any(view is not param for param, view in zip(owners, views, strict=True))
+        self.snapshot = views if self.sharded else owners
         self.kernel = KERNELS[call.name]
         self.variant = sum(1 << i for i, key in enumerate(call.slots) if key is not None)
         self.reference: list[Tensor] = []
-        rows, params, keep = [], [], []
-        duplicated = len({id(p) for p in self.snapshot}) != len(self.snapshot)
-        for param in self.snapshot:
+        rows, params, self.owners, keep = [], [], [], []
+        duplicated = len({id(p) for p in owners}) != len(owners)
+        for param, view in zip(owners, views, strict=True):
             why = "a parameter appears twice in the group" if duplicated else unsupported(param)
             row = None if why else self._row(opt, group, call, param, keep)
             if isinstance(row, str):
@@ -143,8 +190,12 @@ class Plan:
                 self.reference.append(param)
                 continue
             rows.append(row)
-            params.append(param)
+            params.append(view)
+            self.owners.append(param)
         self.params = tuple(params)
+        if self.sharded:
+            for owner, view in zip(self.owners, self.params, strict=True):
+                view.grad = _view_like(owner.grad, owner)
         # the grads the rows were checked with: bind re-checks only grads that change
         self.grads: list[Tensor | None] = [p.grad for p in params]
         self.table = torch.tensor(rows, dtype=torch.int64).reshape(-1, _optim.ROW_WIDTH)
@@ -157,20 +208,25 @@ class Plan:
         opt: Any, group: dict[str, Any], call: KernelCall, param: Tensor, keep: list
     ) -> list[int] | str:
         """The table row of ``param``, or why it must take the reference path."""
-        grad, flags = param.grad, DTYPES[param.dtype] << _optim.DTYPE_SHIFT
+        owner, param = param, _view(param)
+        grad, flags = owner.grad, DTYPES[param.dtype] << _optim.DTYPE_SHIFT
         if not param.is_contiguous():
             flags |= FLAGS["strided"]
         if grad is not None:
+            grad = _view_like(grad, owner)
+            if grad is None:
+                return "a gradient is distributed differently from its parameter"
             why = _grad_problem(param, grad)
             if why:
                 return why
-            state = opt._state_of(param, group)
+            state = opt._state_of(owner, group)
             for key in call.slots:
                 if key is not None and key not in state:
-                    state[key] = torch.zeros_like(param, memory_format=torch.preserve_format)
+                    state[key] = torch.zeros_like(owner, memory_format=torch.preserve_format)
                     flags |= FLAGS["fresh"]
         else:
-            state = opt.state.get(param, {})
+            state = opt.state.get(owner, {})
+        state = {key: _view_like(value, owner) for key, value in state.items()}
         slots = [state.get(key) if key else None for key in call.slots]
         used = [state.get(key) for key in call.slots if key]
         counters = [state.get(key) for key in call.counters]
@@ -204,8 +260,18 @@ class Plan:
         )
 
     def bind(self) -> int:
-        return _optim.bind(self.group["params"], self.snapshot, self.params, self.grads,
-                           self.address)  # fmt: skip
+        params = self.group["params"]
+        if self.sharded:
+            params = [_view(p) for p in params]
+            for owner, view in zip(self.owners, self.params, strict=True):
+                view.grad = _view_like(owner.grad, owner)
+        return _optim.bind(params, self.snapshot, self.params, self.grads, self.address)
+
+    def release(self) -> None:
+        """Drop the shards' grads bind set, so zero_grad frees the gradient memory."""
+        if self.sharded:
+            for view in self.params:
+                view.grad = None
 
 
 def _scalar_address(tensor: Tensor | None, keep: list) -> int:
@@ -246,4 +312,5 @@ def step_group(
             _scalar_address(grad_scale, keep),
             _scalar_address(found_inf, keep),
         )
+    plan.release()
     return plan.reference
