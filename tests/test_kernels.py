@@ -285,7 +285,9 @@ def test_sparse_grads_go_per_tensor(name):
 def test_sparse_grad_refused_like_torch():
     p = torch.randn(4, 2, requires_grad=True)
     opt = optimlab.Adam([p])
-    p.grad = torch.sparse_coo_tensor(torch.tensor([[0]]), torch.ones(1, 2), (4, 2), check_invariants=True)
+    p.grad = torch.sparse_coo_tensor(
+        torch.tensor([[0]]), torch.ones(1, 2), (4, 2), check_invariants=True
+    )
     with pytest.raises(RuntimeError, match="does not support sparse gradients"):
         opt.step()
 

@@ -145,6 +145,7 @@ class Adam(Optimizer):
                decoupled=h.decoupled_weight_decay, bias_correction=h.bias_correction),
         )  # fmt: skip
 
+
 class AdamW(Adam):
     """Adam with decoupled weight decay (Loshchilov & Hutter 2019); see :class:`Adam`."""
 
