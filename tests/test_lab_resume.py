@@ -18,9 +18,9 @@ STUDY = ["--problems", "digits_mlp", "--optimizers", "sgd,momentum,adam,adagrad"
 PLANNED = 4 * (3 + 2)  # groups x (grid + other seeds)
 
 
-def _command(tmp_path) -> list[str]:
+def _command(tmp_path, steps: int = 200) -> list[str]:
     config = tmp_path / "study.toml"
-    config.write_text("steps = 200\n")
+    config.write_text(f"steps = {steps}\n")
     out = tmp_path / "out"
     return [sys.executable, "-m", "optimlab", "lab", *STUDY, "--config", str(config),
             "--out", str(out)]  # fmt: skip
@@ -43,10 +43,10 @@ def _runs(db) -> dict[str, tuple]:
     return {r[0]: r[1:] for r in rows}
 
 
-def _start_and_stop(tmp_path, sig: int, at_least: int) -> subprocess.Popen:
+def _start_and_stop(tmp_path, sig: int, at_least: int, steps: int = 200) -> subprocess.Popen:
     db = tmp_path / "out" / "lab.sqlite"
-    proc = subprocess.Popen(_command(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=_env())  # fmt: skip
+    proc = subprocess.Popen(_command(tmp_path, steps), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=_env())  # fmt: skip
     deadline = time.monotonic() + 120
     while len(_runs(db)) < at_least:
         assert proc.poll() is None, (
@@ -96,7 +96,8 @@ def test_kill_9_mid_study_then_resume(tmp_path):
 
 def test_ctrl_c_keeps_finished_runs_and_says_how_to_resume(tmp_path):
     db = tmp_path / "out" / "lab.sqlite"
-    proc = _start_and_stop(tmp_path, signal.SIGINT, at_least=2)
+    # runs 10x longer than the kill test's: the study must not finish before the signal lands
+    proc = _start_and_stop(tmp_path, signal.SIGINT, at_least=2, steps=2000)
     stderr = proc.stderr.read()
     assert proc.returncode == 130, stderr
     assert "interrupted:" in stderr and "resume with: optimlab lab" in stderr
