@@ -43,10 +43,18 @@ def _runs(db) -> dict[str, tuple]:
     return {r[0]: r[1:] for r in rows}
 
 
+def _terminal_like() -> None:
+    """Let the child take Ctrl-C as it would at a terminal.  A job started in the background
+    by a non-interactive shell (nohup, `cmd &` in a CI script) inherits SIGINT *ignored*, and
+    Python then installs no KeyboardInterrupt handler at all."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start_and_stop(tmp_path, sig: int, at_least: int, steps: int = 200) -> subprocess.Popen:
     db = tmp_path / "out" / "lab.sqlite"
     proc = subprocess.Popen(_command(tmp_path, steps), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=_env())  # fmt: skip
+                            stderr=subprocess.PIPE, text=True, env=_env(),
+                            preexec_fn=_terminal_like)  # fmt: skip
     deadline = time.monotonic() + 120
     while len(_runs(db)) < at_least:
         assert proc.poll() is None, (
