@@ -224,7 +224,8 @@ def test_state_dict_is_the_step_and_the_schedule():
     sched = ScheduledLR(opt, SCHEDULE)
     for _ in range(4):
         _step(opt, sched)
-    assert sched.state_dict() == {"last_epoch": 4, "schedule": SCHEDULE.spec, "key": "lr"}
+    expected = {"last_epoch": 4, "schedule": SCHEDULE.spec, "key": "lr", "_step_count": 5}
+    assert sched.state_dict() == expected
     buffer = io.BytesIO()
     torch.save(sched.state_dict(), buffer)
     buffer.seek(0)
@@ -235,6 +236,16 @@ def test_state_dict_is_the_step_and_the_schedule():
     restored.load_state_dict(state)  # no optimizer state loaded: the lr is set at once
     assert other.param_groups[0]["lr"] == SCHEDULE(4)
     assert restored.last_epoch == 4 and restored.get_last_lr() == [SCHEDULE(4)]
+    assert restored._step_count == 5
+
+
+def test_loads_the_state_dicts_saved_before_step_count():
+    # the adapters saved {"last_epoch", "schedule", "key"} before they had _step_count
+    opt = torch.optim.SGD(_params(1), lr=0.5)
+    sched = ScheduledLR(opt, SCHEDULE)
+    sched.load_state_dict({"last_epoch": 6, "schedule": SCHEDULE.spec, "key": "lr"})
+    assert sched.last_epoch == 6 and opt.param_groups[0]["lr"] == SCHEDULE(6)
+    assert sched._step_count == 7  # what torch's counter reads after 6 steps
 
 
 @pytest.mark.parametrize(
@@ -246,8 +257,25 @@ def test_state_dict_is_the_step_and_the_schedule():
         (StepLR(torch.optim.SGD(_params(1), lr=0.1), 3).state_dict(), "not a ScheduledLR"),
         ([4], "not a ScheduledLR state_dict"),
         ({"last_epoch": -1, "schedule": SCHEDULE.spec, "key": "lr"}, "step must be"),
+        (
+            {"last_epoch": 4, "schedule": SCHEDULE.spec, "key": "lr", "_step_count": 0},
+            "_step_count must be a positive integer, got _step_count=0",
+        ),
+        (
+            {"last_epoch": 4, "schedule": SCHEDULE.spec, "key": "lr", "base_lrs": [0.1]},
+            "not a ScheduledLR state_dict",
+        ),
     ],
-    ids=["other schedule", "other key", "missing keys", "torch StepLR state", "a list", "bad step"],
+    ids=[
+        "other schedule",
+        "other key",
+        "missing keys",
+        "torch StepLR state",
+        "a list",
+        "bad step",
+        "bad step count",
+        "unknown key",
+    ],
 )
 def test_load_state_dict_refuses_a_different_schedule(state, match):
     opt = torch.optim.SGD(_params(1), lr=0.1)

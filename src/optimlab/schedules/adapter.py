@@ -1,9 +1,14 @@
 """Drive any ``torch.optim.Optimizer`` hyperparameter from a schedule.
 
 The adapters are real :class:`torch.optim.lr_scheduler.LRScheduler` subclasses,
-so Hugging Face Trainer, Lightning and plain loops accept them, but they keep
-no state besides the step: every value is ``schedule(step)``, computed afresh.
-That is what makes resuming exact and the call order irrelevant.
+with every attribute frameworks read on one (``optimizer``, ``base_lrs``,
+``last_epoch``, ``_step_count``, ``_last_lr``), so Hugging Face Trainer,
+Lightning, Accelerate and plain loops accept them; but every value is
+``schedule(step)``, computed afresh, so the step is the whole state.  That is
+what makes resuming exact and the call order irrelevant.
+
+A value is written only if the optimizer would accept it (see :mod:`._rules`):
+a step that would set ``betas[0] = 1.5`` raises ``ValueError`` and writes nothing.
 """
 
 from __future__ import annotations
@@ -14,12 +19,14 @@ from typing import Any
 import torch
 from torch.optim.lr_scheduler import LRScheduler
 
-from . import _check
+from . import _check, _rules
 from .core import Schedule
 
 __all__ = ["ScheduledHyperparameter", "ScheduledLR"]
 
 _KEY = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?:\[(\d+)\])?")
+_STATE_KEYS = {"last_epoch", "schedule", "key"}  # what every version saves
+_OPTIONAL_STATE_KEYS = {"_step_count"}  # saved since the adapters gained torch's counters
 
 
 class ScheduledHyperparameter(LRScheduler):
@@ -27,17 +34,28 @@ class ScheduledHyperparameter(LRScheduler):
 
     ``key`` names a param-group entry: ``"lr"``, ``"momentum"``, ``"weight_decay"``,
     or one element of a tuple entry, ``"betas[0]"`` for Adam's beta1.  Steps
-    follow torch: right after construction the groups hold ``schedule(0)`` and
-    ``last_epoch == 0``; each :meth:`step` (call it after ``optimizer.step()``)
-    moves to the next step.  A tensor entry (``Adam(lr=torch.tensor(1e-3))``) is
-    updated in place with ``fill_``, never replaced, so a ``torch.compile``'d
-    optimizer step keeps its graph.
+    follow torch: right after construction the groups hold ``schedule(0)``,
+    ``last_epoch == 0`` and ``_step_count == 1``; each :meth:`step` (call it after
+    ``optimizer.step()``) moves to the next step.  A tensor entry
+    (``Adam(lr=torch.tensor(1e-3))``) is updated in place with ``fill_``, never
+    replaced, so a ``torch.compile``'d optimizer step keeps its graph.
 
-    :meth:`state_dict` is ``{"last_epoch": step, "schedule": spec, "key": key}``;
-    :meth:`load_state_dict` refuses a state from a different schedule or key
-    and sets the values of the loaded step at once, before or after the
-    optimizer's own ``load_state_dict``.  To change the schedule of a resumed
-    run, build a new adapter and call ``step(epoch=...)`` to jump to the step.
+    Each value is checked before it is written: an optimlab optimizer checks it
+    with its own constructor rules, any other optimizer with torch's (finite
+    ``lr >= 0``, ``betas`` in [0, 1), ...).  A step whose value would be refused
+    raises ``ValueError`` naming the schedule, the step and the value, and
+    changes nothing.
+
+    As on torch's schedulers, ``base_lrs`` holds each group's value from before the
+    adapter took over (``initial_lr`` if a torch scheduler set one), ``_last_lr``
+    and :meth:`get_last_lr` the values last written (tensor entries as copies).
+
+    :meth:`state_dict` is ``{"last_epoch": step, "schedule": spec, "key": key,
+    "_step_count": n}``; :meth:`load_state_dict` also takes the state dicts saved
+    before ``_step_count`` was added, refuses a state from a different schedule or
+    key and sets the values of the loaded step at once, before or after the
+    optimizer's own ``load_state_dict``.  To change the schedule of a resumed run,
+    build a new adapter and call ``step(epoch=...)`` to jump to the step.
 
     >>> opt = torch.optim.SGD([torch.zeros(1)], lr=1.0, momentum=0.9)
     >>> from optimlab.schedules import one_cycle_momentum
@@ -69,43 +87,48 @@ class ScheduledHyperparameter(LRScheduler):
         self.scale_key = scale_key
         self._entry = match.group(1)
         self._index = None if match.group(2) is None else int(match.group(2))
-        for i, group in enumerate(optimizer.param_groups):
-            self._read(group, i)
+        initial = "initial_lr" if key == "lr" else None
+        self.base_lrs = [
+            _copy(group[initial] if initial in group else self._read(group, i))
+            for i, group in enumerate(optimizer.param_groups)
+        ]
         # torch's LRScheduler.__init__ is not called: it wraps optimizer.step to
         # police the call order, which a closed-form schedule does not need.
-        self.last_epoch = 0
-        self._apply()
+        # Its counters start as its initial step leaves them.
+        self._go_to(0)
+        self._step_count = 1
 
     # --- torch LRScheduler API -------------------------------------------------
 
     def step(self, epoch: int | None = None) -> None:
         """Advance one step, or go to step ``epoch`` (any order: values are closed-form)."""
-        self.last_epoch = self.last_epoch + 1 if epoch is None else _check.step(epoch)
-        self._apply()
+        self._go_to(self.last_epoch + 1 if epoch is None else _check.step(epoch))
+        self._step_count += 1
 
     def get_lr(self) -> list[float]:
         """The values this adapter sets at ``last_epoch``, one per param group."""
-        value = self.schedule(self.last_epoch)
-        return [value * self._scale(group) for group in self.optimizer.param_groups]
+        return self._values(self.last_epoch)
 
     def get_last_lr(self) -> list[Any]:
         """The values last set, one per group; tensor entries as copies (as torch)."""
-        return self._last_values
+        return self._last_lr
 
     def state_dict(self) -> dict[str, Any]:
-        return {"last_epoch": self.last_epoch, "schedule": self.schedule.spec, "key": self.key}
+        return {
+            "last_epoch": self.last_epoch,
+            "schedule": self.schedule.spec,
+            "key": self.key,
+            "_step_count": self._step_count,
+        }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         name = type(self).__name__
-        if not isinstance(state_dict, dict) or set(state_dict) != {
-            "last_epoch",
-            "schedule",
-            "key",
-        }:
-            keys = sorted(state_dict) if isinstance(state_dict, dict) else state_dict
+        keys = set(state_dict) if isinstance(state_dict, dict) else None
+        if keys is None or not _STATE_KEYS <= keys <= _STATE_KEYS | _OPTIONAL_STATE_KEYS:
+            got = sorted(state_dict) if isinstance(state_dict, dict) else state_dict
             raise ValueError(
-                f"not a {name} state_dict: expected keys ['key', 'last_epoch', 'schedule'], "
-                f"got {keys!r}"
+                f"not a {name} state_dict: expected keys {sorted(_STATE_KEYS)} "
+                f"(and optionally {sorted(_OPTIONAL_STATE_KEYS)}), got {got!r}"
             )
         if state_dict["schedule"] != self.schedule.spec or state_dict["key"] != self.key:
             raise ValueError(
@@ -114,8 +137,12 @@ class ScheduledHyperparameter(LRScheduler):
                 f"{self.key!r}; build the {name} with the checkpoint's schedule "
                 "(optimlab.schedules.parse(state_dict['schedule']))"
             )
-        self.last_epoch = _check.step(state_dict["last_epoch"])
-        self._apply()
+        step = _check.step(state_dict["last_epoch"])
+        # saved before the counter was: as many steps as torch's would have counted
+        count = state_dict.get("_step_count", step + 1)
+        count = _check.integer("_step_count", count)
+        self._go_to(step)
+        self._step_count = count
 
     def __repr__(self) -> str:
         return (
@@ -127,6 +154,10 @@ class ScheduledHyperparameter(LRScheduler):
 
     def _scale(self, group: dict[str, Any]) -> float:
         return 1.0 if self.scale_key is None else group.get(self.scale_key, 1.0)
+
+    def _values(self, step: int) -> list[float]:
+        value = self.schedule(step)
+        return [value * self._scale(group) for group in self.optimizer.param_groups]
 
     def _read(self, group: dict[str, Any], i: int) -> Any:
         if self._entry not in group:
@@ -144,25 +175,59 @@ class ScheduledHyperparameter(LRScheduler):
             )
         return value[self._index]
 
-    def _write(self, group: dict[str, Any], i: int, value: float) -> None:
+    def _with(self, group: dict[str, Any], value: Any) -> dict[str, Any]:
+        """A shallow copy of ``group`` holding ``value`` at this adapter's key."""
+        if self._index is None:
+            return {**group, self._entry: value}
+        items = list(group[self._entry])
+        items[self._index] = value
+        return {**group, self._entry: type(group[self._entry])(items)}
+
+    def _checked(self, group: dict[str, Any], i: int, step: int, value: float) -> Any:
+        """``value`` as it will be stored in ``group``, if the optimizer accepts it."""
+        current = self._read(group, i)
+        stored = value
+        if isinstance(current, torch.Tensor):
+            # the tensor's dtype rounds: 0.99999999 in a float32 beta is 1.0
+            stored = current.detach().clone().fill_(value)
+        reason = _rules.refusal(self.optimizer, self._with(group, stored), self.key)
+        if reason is None:
+            return stored
+        shown = repr(value)
+        if self._scale(group) != 1:
+            shown += f" (schedule value {self.schedule(step)!r} * {self.scale_key} "
+            shown += f"{self._scale(group)!r})"
+        if isinstance(stored, torch.Tensor) and float(stored) != value:
+            shown += f", stored in a {stored.dtype} tensor as {float(stored)!r}"
+        raise ValueError(
+            f"{type(self).__name__}: schedule {self.schedule.spec} at step {step} gives "
+            f"{self.key}={shown} for param_groups[{i}], which {type(self.optimizer).__name__} "
+            f"refuses: {reason}; nothing was written"
+        )
+
+    def _write(self, group: dict[str, Any], i: int, stored: Any) -> None:
         current = self._read(group, i)
         if isinstance(current, torch.Tensor):
-            current.fill_(value)
-        elif self._index is None:
-            group[self._entry] = value
+            current.copy_(stored)
         else:
-            items = list(group[self._entry])
-            items[self._index] = value
-            group[self._entry] = type(group[self._entry])(items)
+            group[self._entry] = self._with(group, stored)[self._entry]
 
-    def _apply(self) -> None:
+    def _go_to(self, step: int) -> None:
+        """Write the values of ``step`` into every group, or raise and write nothing."""
         groups = self.optimizer.param_groups
-        for i, (group, value) in enumerate(zip(groups, self.get_lr(), strict=True)):
-            self._write(group, i, value)
-        self._last_values = [
-            v.clone() if isinstance(v, torch.Tensor) else v
-            for v in (self._read(group, i) for i, group in enumerate(groups))
+        values = self._values(step)
+        stored = [
+            self._checked(group, i, step, value)
+            for i, (group, value) in enumerate(zip(groups, values, strict=True))
         ]
+        for i, (group, value) in enumerate(zip(groups, stored, strict=True)):
+            self._write(group, i, value)
+        self.last_epoch = step
+        self._last_lr = [_copy(self._read(group, i)) for i, group in enumerate(groups)]
+
+
+def _copy(value: Any) -> Any:
+    return value.clone() if isinstance(value, torch.Tensor) else value
 
 
 class ScheduledLR(ScheduledHyperparameter):

@@ -43,7 +43,12 @@ class Schedule:
     constructor: ClassVar[str]
 
     def __call__(self, step: int) -> float:
-        return self._value(_check.step(step))
+        t = _check.step(step)
+        value = self._value(t)
+        if not math.isfinite(value):
+            # only an overflow gets here (every field is finite): 1e308 * 10
+            raise ValueError(f"{self.spec} at step {t} is {value}: the value overflows a float")
+        return value
 
     def _value(self, t: int) -> float:
         raise NotImplementedError
