@@ -89,22 +89,95 @@ def test_bad_spec_is_a_one_line_error(spec, message, capsys):
     assert message in captured.err and captured.err.count("\n") == 1
 
 
-@pytest.mark.parametrize(
-    "args",
-    [
+def _outcome(argv):
+    """(exit status, stdout, stderr) of ``optimlab schedule ARGV`` run in this process."""
+    try:
+        code = main(["schedule", *argv])
+    except SystemExit as exit_:  # argparse's errors leave through sys.exit
+        code = exit_.code
+    return code
+
+
+TOO_LONG = "x" * 300 + ".png"  # a name no file system takes: the write itself fails
+
+# (args after "optimlab schedule", what the one error line says); "{tmp}" is a fresh directory
+BAD_INPUTS = [
+    ([], "the following arguments are required: SPEC"),
+    (["constant(1)", "--bogus"], "unrecognized arguments: --bogus"),
+    (["--bogus", "constant(1)"], "unrecognized arguments: --bogus"),
+    (["constant(1)", "-x", "3"], "unrecognized arguments: -x"),
+    (["constant(1)", "--steps"], "argument --steps: expected one argument"),
+    (
         ["constant(1)", "--steps", "0"],
-        ["constant(1)", "--steps", "ten"],
-        ["constant(1)", "--print", "1,x"],
-        ["constant(1)", "--print", "-5"],
-        ["constant(1)", "--every", "0"],
-        [],
-    ],
+        "argument --steps: expected an integer from 1 to 1e15, got '0'",
+    ),
+    (["constant(1)", "--steps", "ten"], "argument --steps: expected an integer from 1 to 1e15"),
+    (["constant(1)", "--steps", "2.5"], "got '2.5'"),
+    (["constant(1)", "--steps", "nan"], "got 'nan'"),
+    (["constant(1)", "--steps", "inf"], "got 'inf'"),
+    (["constant(1)", "--steps", "1e16"], "got '1e16'"),
+    (["constant(1)", "--steps", "9" * 5000], "argument --steps: expected an integer from 1"),
+    (["constant(1)", "--print", "1,x"], "argument --print: expected an integer from 0 to 1e15"),
+    (["constant(1)", "--print", "-5"], "argument --print: expected an integer from 0 to 1e15"),
+    (["constant(1)", "--print", ""], "argument --print: expected comma-separated steps"),
+    (["inverse_sqrt(1, 1)", "--print", "1" + "0" * 400], "argument --print: expected an integer"),
+    (["constant(1)", "--every", "0"], "argument --every: expected an integer from 1 to 1e15"),
+    (["constant(1)", "--every", "5", "--print", "0,10"], "--every spaces the steps of a table"),
+    (["constant(1)", "--every", "5", "--out", "{tmp}/a.png"], "--every spaces the steps"),
+    (["constant(1)", "--log"], "--log sets the plot's y axis; give --out FILE to plot"),
+    (["constant(1)", "--out", "{tmp}/missing/a.png"], "directory '{tmp}/missing' does not exist"),
+    (["constant(1)", "--out", "{tmp}/a.xyz"], "unknown extension '.xyz'; the extension picks"),
+    (["constant(1)", "--out", "{tmp}/plot"], "no extension; the extension picks the format, one"),
+    (["constant(1)", "--out", "{tmp}"], "no extension"),
+    (["constant(1)", "--out", "{tmp}/dir.png"], "--out '{tmp}/dir.png' is a directory"),
+    (["constant(1)", "--out", "{tmp}/" + TOO_LONG], "cannot write --out '{tmp}/" + TOO_LONG),
+    (["cosine(1e999, 10)"], "number 1e999 is too large for a float (max 1.8e308) at position 7"),
+    (["cosine(1, " + "9" * 400 + ")"], "(400 characters) is too large for a float"),
+    (["cosine(1, 0)"], "cosine(): steps must be a positive integer, got steps=0 at position 0"),
+    (["cosine(3e-4, 10"], "expected ')' at position 15"),
+    (["nope(1)"], "unknown schedule 'nope'"),
+    (
+        ["constant(1)", "scale(constant(1e308), 10)"],
+        "scale(constant(1e+308), 10.0) at step 0 is inf",
+    ),
+    (
+        ["join([constant(1), scale(constant(1e308), 10)], [50])"],
+        "join([constant(1.0), scale(constant(1e+308), 10.0)], [50]) at step 100 is inf",
+    ),
+    (
+        ["join([constant(1), scale(constant(1e308), 10)], [50])", "--out", "{tmp}/a.png"],
+        "at step 50 is inf: the value overflows a float",  # no plot is written
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"), BAD_INPUTS, ids=[" ".join(a)[:60] for a, _ in BAD_INPUTS]
 )
-def test_bad_options_exit_2(args, capsys):
-    with pytest.raises(SystemExit) as info:
-        main(["schedule", *args])
-    assert info.value.code == 2
-    assert "error:" in capsys.readouterr().err
+def test_every_bad_input_is_one_error_line_and_exit_2(args, message, tmp_path, capsys):
+    (tmp_path / "dir.png").mkdir()
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    assert _outcome(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("optimlab schedule: error: ") and err.count("\n") == 1, err
+    assert message.replace("{tmp}", str(tmp_path)) in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "a.png").exists()
+
+
+def test_step_counts_may_be_written_like_1e4(capsys):
+    assert (
+        main(["schedule", "linear(1, 1e4)", "--steps", "1e4", "--print", "--every", "2.5e3"]) == 0
+    )
+    _, rows = _rows(capsys.readouterr().out)
+    assert [r[0] for r in rows] == ["0", "2500", "5000", "7500", "10000"]
+
+
+def test_a_cycle_longer_than_a_float_counts(capsys):
+    # mult=1e300 makes the second cycle 1e304 steps long; the value is cos(~0) = lr
+    assert main(["schedule", "cosine_restarts(1, 1e4, mult=1e300)", "--print", "10000,10001"]) == 0
+    _, rows = _rows(capsys.readouterr().out)
+    assert rows == [["10000", "1"], ["10001", "1"]]
 
 
 def test_help_documents_the_grammar(capsys):
@@ -116,23 +189,41 @@ def test_help_documents_the_grammar(capsys):
     assert "warmup(steps, then, start_lr=0.0)" in out
 
 
-@pytest.mark.slow  # a fresh interpreter importing torch: ~2-4 s
-def test_command_line_end_to_end():
-    # One real process: the entry point, no traceback, exit 2; and matplotlib is
-    # not imported by `import optimlab.schedules`.
+@pytest.mark.slow  # fresh interpreters importing torch: ~2-4 s each
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (
+            ["warmup(10, cosine(1, 10)"],
+            "optimlab schedule: error: expected ')' at position 24 in "
+            "'warmup(10, cosine(1, 10)' (found end of text)",
+        ),
+        (
+            ["cosine(1e999, 10)", "--bogus"],
+            "optimlab schedule: error: unrecognized arguments: --bogus "
+            "(see optimlab schedule --help)",
+        ),
+        (
+            ["cosine(1e999, 10)"],
+            "optimlab schedule: error: number 1e999 is too large for a float (max 1.8e308) "
+            "at position 7 in 'cosine(1e999, 10)'",
+        ),
+    ],
+    ids=["bad spec", "unknown flag", "huge number"],
+)
+def test_command_line_end_to_end(args, line):
+    # Real processes, as the shell runs them (python -m optimlab): exit 2, one line,
+    # no traceback; and matplotlib is not imported by `import optimlab.schedules`.
     code = (
-        "import sys, optimlab.schedules; assert 'matplotlib' not in sys.modules; "
-        "from optimlab.cli import main; sys.exit(main(sys.argv[1:]))"
+        "import sys, runpy, optimlab.schedules; assert 'matplotlib' not in sys.modules; "
+        "sys.argv[0] = 'optimlab'; runpy.run_module('optimlab', run_name='__main__')"
     )
     result = subprocess.run(
-        [sys.executable, "-c", code, "schedule", "warmup(10, cosine(1, 10)"],
+        [sys.executable, "-c", code, "schedule", *args],
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
-    assert result.stderr.strip().splitlines() == [
-        "optimlab schedule: error: expected ')' at position 24 in "
-        "'warmup(10, cosine(1, 10)' (found end of text)"
-    ]
+    assert result.stderr.strip().splitlines() == [line]

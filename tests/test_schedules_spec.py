@@ -118,7 +118,16 @@ ERRORS = [
     ("one_cycle(1, 100, anneal='sin')", "anneal must be one of 'cos', 'linear', got anneal='sin'"),
     ("one_cycle(1, 100, three_phase=true)", "unknown schedule 'true'"),
     ("cosine(1, 10) # comment", "unexpected text after the schedule at position 14"),
-    ("cosine(1, 1e400)", "steps must be a positive integer, got steps=inf"),
+    ("cosine(1, 1e400)", "number 1e400 is too large for a float (max 1.8e308) at position 10"),
+    ("cosine(1e999, 10)", "number 1e999 is too large for a float (max 1.8e308) at position 7"),
+    ("cosine(-1e999, 10)", "number -1e999 is too large for a float (max 1.8e308) at position 7"),
+    (
+        "cosine(1, " + "9" * 400 + ")",
+        "number 999999999999... (400 characters) is too large for a float (max 1.8e308) "
+        "at position 10",
+    ),
+    ("cosine(1, " + "9" * 5000 + ")", "(5000 characters) is too large for a float"),
+    ("warmup(5, scale(constant(1e308), 10))", "warmup(): scale(constant(1e+308), 10.0) at step 0"),
     ("scale(" * 60 + "constant(1)" + ", 1)" * 60, "nested deeper than 50 levels"),
 ]
 
@@ -129,6 +138,15 @@ def test_parse_errors(text, message):
         parse(text)
     assert message in str(info.value)
     assert "\n" not in str(info.value)
+
+
+def test_a_long_text_is_shown_around_the_error():
+    text = "join([" + "constant(1), " * 50 + "constant(1) constant(2)], [1])"
+    with pytest.raises(ValueError) as info:
+        parse(text)
+    message = str(info.value)
+    assert message.startswith(f"expected ']' at position {text.index('constant(2)')} in ...'")
+    assert "constant(1) constant(2)" in message and len(message) < 200
 
 
 @pytest.mark.parametrize("value", [None, 3, b"cosine(1, 10)"])

@@ -50,7 +50,7 @@ class Join(Schedule):
     def _value(self, t: int) -> float:
         i = bisect_right(self.boundaries, t)
         start = self.boundaries[i - 1] if i else 0
-        return self.schedules[i](t - start)
+        return self.schedules[i]._value(t - start)
 
 
 class _Composite(Schedule):
@@ -63,7 +63,7 @@ class _Composite(Schedule):
     _impl: Schedule
 
     def _value(self, t: int) -> float:
-        return self._impl(t)
+        return self._impl._value(t)
 
     def expand(self) -> Schedule:
         """The same schedule written with :func:`join` and the simple schedules."""
@@ -117,7 +117,10 @@ class CosineRestarts(Schedule):
             while t >= length:
                 t -= length
                 length *= self.mult
-        return cosine(self.lr, length, self.final_lr)(t)
+        # A cycle can outgrow a float (mult=1e300), and math.pi * t / length would
+        # overflow; in a cycle that long cos(pi * t / length) is 1 for any t a float
+        # can count, and so it is in a cycle 2**1000 steps long.
+        return cosine(self.lr, min(length, 2**1000), self.final_lr)._value(t)
 
 
 _RAMPS = {"cos": cosine, "cosine": cosine, "linear": linear}

@@ -51,6 +51,8 @@ class Schedule:
         return value
 
     def _value(self, t: int) -> float:
+        """The value at step ``t``, an int >= 0 already checked.  Schedules built of
+        others call their ``_value``, so that an error names the whole schedule."""
         raise NotImplementedError
 
     @property
@@ -283,7 +285,7 @@ class Scaled(Schedule):
         self._set(factor=_check.number("factor", self.factor))
 
     def _value(self, t: int) -> float:
-        return self.factor * self.schedule(t)
+        return self.factor * self.schedule._value(t)
 
 
 def constant(lr: float) -> Constant:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import math
 import re
 import textwrap
 from collections.abc import Callable
@@ -87,6 +88,16 @@ def parse(text: str) -> Schedule:
     return _Parser(text).spec()
 
 
+def _excerpt(text: str, where: int, width: int = 100) -> str:
+    """``text`` quoted, or the part of a long one around position ``where``: one readable line."""
+    if len(text) <= width:
+        return repr(text)
+    start = max(0, min(where - width // 2, len(text) - width))
+    before = "..." if start else ""
+    after = "..." if start + width < len(text) else ""
+    return f"{before}{text[start : start + width]!r}{after} (characters {start} to {start + width})"
+
+
 class _Parser:
     def __init__(self, text: str) -> None:
         self.text = text
@@ -98,7 +109,7 @@ class _Parser:
     def error(self, message: str, pos: int | None = None, found: bool = False) -> ValueError:
         """``message at position N in 'text'``, plus what is there with ``found``."""
         where = self.pos if pos is None else pos
-        text = f"{message} at position {where} in {self.text!r}"
+        text = f"{message} at position {where} in {_excerpt(self.text, where)}"
         if found:
             rest = self.text[where:].lstrip()
             text += f" (found {rest[0]!r})" if rest else " (found end of text)"
@@ -150,8 +161,13 @@ class _Parser:
             return self.string(char)
         number = _NUMBER.match(self.text, self.pos)
         if number is not None:
-            self.pos = number.end()
             token = number.group()
+            # float() reads any number of digits (int() stops at 4300); every
+            # number a schedule takes must fit a float
+            if math.isinf(float(token)):
+                shown = token if len(token) <= 20 else f"{token[:12]}... ({len(token)} characters)"
+                raise self.error(f"number {shown} is too large for a float (max 1.8e308)")
+            self.pos = number.end()
             return int(token) if token.lstrip("+-").isdigit() else float(token)
         start = self.pos
         word = self.name()
