@@ -329,3 +329,47 @@ def test_step_errors():
 def test_repr():
     sched = ScheduledLR(torch.optim.SGD(_params(1), lr=0.1), constant(0.1))
     assert repr(sched) == "ScheduledLR(key='lr', schedule=constant(0.1), last_epoch=0)"
+
+
+# (optimizer, constructor kwargs, the hyperparameter scheduled besides lr, its schedule)
+TRAINED = [
+    ("SGD", dict(lr=0.1, momentum=0.9), "momentum", one_cycle_momentum(12)),
+    ("Adam", dict(lr=0.1), "betas[0]", one_cycle_momentum(12)),
+    ("Adam", dict(lr=torch.tensor(0.1)), "betas[0]", one_cycle_momentum(12)),
+    ("RMSprop", dict(lr=0.1, momentum=0.5), "momentum", linear(0.5, 12)),
+]
+
+
+@pytest.mark.parametrize("fused", [False, None], ids=["reference", "fused kernels"])
+@pytest.mark.parametrize(
+    ("name", "kwargs", "key", "schedule"),
+    TRAINED,
+    ids=["SGD momentum", "Adam beta1", "Adam tensor lr", "RMSprop momentum"],
+)
+def test_optimlab_steps_with_every_value_the_adapters_write(name, kwargs, key, schedule, fused):
+    # The values change every step: an optimizer that kept an earlier lr or beta1
+    # (in a cached kernel plan, say) drifts away from torch.optim driven alike.
+    def train(make):
+        torch.manual_seed(0)
+        params = [torch.randn(5, 4, requires_grad=True), torch.randn(7, requires_grad=True)]
+        extra = {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()}
+        opt = make(params, **extra)
+        scheds = [
+            ScheduledLR(opt, warmup(3, cosine(0.1, 9))),
+            ScheduledHyperparameter(opt, key, schedule),
+        ]
+        for t in range(12):
+            for p in params:
+                p.grad = torch.sin(p.detach() * (t + 1))
+            opt.step()
+            for sched in scheds:
+                sched.step()
+        return [p.detach() for p in params]
+
+    ours = train(lambda ps, **kw: getattr(optimlab, name)(ps, fused=fused, **kw))
+    theirs = train(getattr(torch.optim, name))
+    for a, b in zip(ours, theirs, strict=True):
+        if fused is False:  # the reference path is torch's for-loop math, op for op
+            assert torch.equal(a, b)
+        else:
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
