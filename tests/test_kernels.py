@@ -25,7 +25,9 @@ import torch
 
 import optimlab
 from optim_cases import LECTURE_CASES, TORCH_CASES, case_id, ours
+from optimlab.kernels import KernelCall
 from optimlab.kernels import cpu as cpu_kernels
+from optimlab.optimizers.dispatch import cached_plan
 
 pytestmark = pytest.mark.skipif(not cpu_kernels.AVAILABLE, reason=cpu_kernels.UNAVAILABLE)
 
@@ -145,12 +147,12 @@ def test_fused_matches_reference(case, layout, dtype):
     for a, b in zip(fused_params, ref_params, strict=True):
         _close(a, b, **tol)
     _assert_state_close(fused, reference, fused_params, ref_params, **tol)
-    plan = fused._kernel_plans[0]
+    plan = cached_plan(fused)
     # the kernels took every tensor they can; views that are not dense went per tensor
     if layout == "strided":
-        assert [p.shape for p in plan.reference] == [(8, 3), (4, 6)]
+        assert [p.shape for p in plan.rest] == [(8, 3), (4, 6)]
     else:
-        assert not plan.reference
+        assert not plan.rest
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
@@ -169,7 +171,7 @@ def test_half_params_do_fp32_math(case, dtype):
             if key not in ("step", "mu_product"):
                 assert value.dtype == dtype  # torch's zeros_like(p)
     _assert_state_close(fused, reference, fused_params, ref_params, **TOL[dtype])
-    assert not fused._kernel_plans[0].reference
+    assert not cached_plan(fused).rest
 
 
 @pytest.mark.parametrize("form", ["torch", "lecture"])
@@ -223,7 +225,7 @@ def test_mixed_dtypes_in_one_group_run_in_one_call():
         opt.step()
         for single in singles:
             single.step()
-    assert len(opt._kernel_plans[0].params) == 4
+    assert len(cached_plan(opt).params) == 4
     for p, q in zip(mixed, alone, strict=True):
         assert torch.equal(p, q), p.dtype
 
@@ -262,7 +264,7 @@ def test_unsupported_tensors_go_per_tensor():
             opt.step()
     for a, b in zip((real, cplx, half), twin, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
-    assert opts[0]._kernel_plans[0].reference == [cplx]
+    assert cached_plan(opts[0]).rest == [cplx]
 
 
 @pytest.mark.parametrize("name", ["SGD", "Adagrad"])
@@ -320,9 +322,10 @@ def test_wrapper_subclasses_go_per_tensor():
     class Plain(torch.Tensor):  # a subclass that only adds Python behaviour
         pass
 
-    assert "tensor subclass" in backend.unsupported(torch.zeros(2).as_subclass(Wrapper))
+    call = KernelCall("sgd", (None, None, None), (), {}, ())
+    assert "tensor subclass" in backend.problem(torch.zeros(2).as_subclass(Wrapper), None, call)
     plain = torch.zeros(3).as_subclass(Plain).requires_grad_()
-    assert backend.unsupported(plain) == ""
+    assert backend.problem(plain, None, call) == ""
     opt = optimlab.SGD([plain], lr=0.5)
     for _ in range(2):
         plain.grad = torch.ones(3).as_subclass(Plain)  # new grads of a non-torch type
@@ -399,13 +402,13 @@ def _same_step(a, b, oa, ob, seed):
 def test_plan_follows_replaced_data_grads_and_groups():
     a, b, oa, ob = _pair(lr=0.1)
     _same_step(a, b, oa, ob, 0)
-    plan = oa._kernel_plans[0]
+    plan = cached_plan(oa)
     _same_step(a, b, oa, ob, 1)
-    assert oa._kernel_plans[0] is plan  # new grad tensors: re-bound, not re-planned
+    assert cached_plan(oa) is plan  # new grad tensors: re-bound, not re-planned
     with torch.no_grad():  # param.data replaced: new memory, the table must follow
         a[0].data = a[0].data.clone()
     _same_step(a, b, oa, ob, 2)
-    assert oa._kernel_plans[0] is not plan
+    assert cached_plan(oa) is not plan
     extra_a, extra_b = torch.ones(4, requires_grad=True), torch.ones(4, requires_grad=True)
     oa.add_param_group({"params": [extra_a], "lr": 0.5})
     ob.add_param_group({"params": [extra_b], "lr": 0.5})
@@ -504,7 +507,7 @@ def test_grad_scaler_unscales_in_step_and_skips_inf(name, fused):
 
 
 def test_kernel_skips_on_found_inf_by_itself():
-    from optimlab.kernels.cpu import backend
+    from optimlab.optimizers import dispatch
 
     p = torch.ones(4, requires_grad=True)
     opt = optimlab.Adam([p], lr=0.1)
@@ -512,10 +515,10 @@ def test_kernel_skips_on_found_inf_by_itself():
     opt.step()
     group = opt.param_groups[0]
     call = opt._kernel(opt.hyper(group))
-    backend.step_group(opt, 0, group, call, torch.tensor(2.0), torch.tensor(1.0))
+    dispatch.step_group(opt, 0, group, call, torch.tensor(2.0), torch.tensor(1.0))
     assert opt.state[p]["step"].item() == 1.0
     assert torch.equal(p.grad, torch.ones(4))  # not even unscaled
-    backend.step_group(opt, 0, group, call, torch.tensor(2.0), torch.tensor(0.0))
+    dispatch.step_group(opt, 0, group, call, torch.tensor(2.0), torch.tensor(0.0))
     assert opt.state[p]["step"].item() == 2.0
     assert torch.equal(p.grad, torch.full((4,), 0.5))
 
@@ -540,7 +543,7 @@ def test_torch_state_dict_resumes_fused(case):
         _grads(mine_params, step)
         theirs.step()
         mine.step()
-    assert not mine._kernel_plans[0].reference
+    assert not cached_plan(mine).rest
     tol = _tolerance(name, torch.float32, kwargs)
     for a, b in zip(mine_params, theirs_params, strict=True):
         _close(a, b, **tol)

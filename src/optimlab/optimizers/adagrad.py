@@ -118,7 +118,7 @@ class Adagrad(Optimizer):
             "adagrad",
             ("sum", None, None),
             ("step",),
-            dict(lr=float(h.lr), lr_decay=h.lr_decay, weight_decay=h.weight_decay, eps=h.eps),
+            dict(lr=h.lr, lr_decay=h.lr_decay, weight_decay=h.weight_decay, eps=h.eps),
             on(maximize=h.maximize, weight_decay=h.weight_decay != 0,
                eps_inside=h.eps_inside_sqrt),
         )  # fmt: skip

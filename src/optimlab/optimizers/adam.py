@@ -139,7 +139,7 @@ class Adam(Optimizer):
             "adam",
             ("exp_avg", "exp_avg_sq", "max_exp_avg_sq" if h.amsgrad else None),
             ("step",),
-            dict(lr=float(h.lr), beta1=beta1, beta2=beta2, eps=h.eps,
+            dict(lr=h.lr, beta1=beta1, beta2=beta2, eps=h.eps,
                  weight_decay=h.weight_decay),
             on(maximize=h.maximize, weight_decay=h.weight_decay != 0,
                decoupled=h.decoupled_weight_decay, bias_correction=h.bias_correction),

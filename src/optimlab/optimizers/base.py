@@ -25,6 +25,7 @@ and deepcopy are torch's own.  A subclass adds four small pieces:
 from __future__ import annotations
 
 import math
+from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any, ClassVar, NamedTuple
 
@@ -32,7 +33,7 @@ import torch
 from torch import Tensor
 
 from ..kernels import KernelCall
-from ..kernels import cpu as cpu_kernels
+from . import dispatch
 
 __all__ = ["Optimizer", "check", "check_number", "keep", "next_step", "scalar_dtype"]
 
@@ -114,6 +115,51 @@ def _real(tensor: Any) -> Any:
     return tensor
 
 
+class StateDict(defaultdict):
+    """``optimizer.state`` with a count of the writes to it, in ``version``.
+
+    A kernel plan built from the state stays valid while the count does: replacing or
+    removing a param's state dict (``opt.state[p] = {...}``) is seen at the next step.
+    """
+
+    version = 0
+
+    def _changed(self) -> None:
+        self.version += 1
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self._changed()
+        super().__setitem__(key, value)
+
+    def __delitem__(self, key: Any) -> None:
+        self._changed()
+        super().__delitem__(key)
+
+    def __ior__(self, other: Any) -> StateDict:
+        self._changed()
+        return super().__ior__(other)
+
+    def clear(self) -> None:
+        self._changed()
+        super().clear()
+
+    def pop(self, *args: Any) -> Any:
+        self._changed()
+        return super().pop(*args)
+
+    def popitem(self) -> Any:
+        self._changed()
+        return super().popitem()
+
+    def setdefault(self, key: Any, default: Any = None) -> Any:
+        self._changed()
+        return super().setdefault(key, default)
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        self._changed()
+        super().update(*args, **kwargs)
+
+
 class Optimizer(torch.optim.Optimizer):
     """Base class of optimlab's optimizers (see the module docstring)."""
 
@@ -133,6 +179,7 @@ class Optimizer(torch.optim.Optimizer):
             if defaults.get("foreach"):
                 raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
         super().__init__(params, defaults)
+        self.state = StateDict(dict, self.state)
 
     # -- hooks for subclasses -------------------------------------------------
 
@@ -153,6 +200,9 @@ class Optimizer(torch.optim.Optimizer):
         """This step as a fused kernel sees it; None: no kernel, the reference path."""
         return None
 
+    def _has_kernel(self) -> bool:
+        return type(self)._kernel is not Optimizer._kernel
+
     # -- torch.optim.Optimizer ------------------------------------------------
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
@@ -160,7 +210,7 @@ class Optimizer(torch.optim.Optimizer):
             self._validate({**self.defaults, **param_group})
         super().add_param_group(param_group)
         if self.param_groups[-1].get("fused"):
-            self._check_fused(self.param_groups[-1])
+            dispatch.check_fused(self, self.param_groups[-1])
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         # Called by load_state_dict and unpickling.  A checkpoint written by
@@ -168,6 +218,7 @@ class Optimizer(torch.optim.Optimizer):
         # they take this optimizer's defaults.  Steps saved as plain numbers
         # become tensors, as torch does.
         super().__setstate__(state)
+        self.state = StateDict(dict, self.state)
         for group in self.param_groups:
             for key, value in self.defaults.items():
                 group.setdefault(key, value)
@@ -206,60 +257,74 @@ class Optimizer(torch.optim.Optimizer):
         # set by torch.amp.GradScaler.step (see _step_supports_amp_scaling)
         grad_scale = getattr(self, "grad_scale", None)
         found_inf = getattr(self, "found_inf", None)
-        if found_inf is not None and bool(found_inf):
+        if grad_scale is not None:
+            self._refuse_fp16_grads()
+        if found_inf is not None and found_inf.device.type == "cpu" and bool(found_inf):
             return loss  # inf/NaN in the scaled grads: skip, state and steps untouched
         with torch.set_grad_enabled(self.defaults["differentiable"]):
             for index, group in enumerate(self.param_groups):
-                self._step_group(index, group, grad_scale)
+                self._step_group(index, group, grad_scale, found_inf)
         return loss
 
     def _step_group(
-        self, index: int, group: dict[str, Any], grad_scale: Tensor | None = None
+        self,
+        index: int,
+        group: dict[str, Any],
+        grad_scale: Tensor | None = None,
+        found_inf: Tensor | None = None,
     ) -> None:
         hyper = self.hyper(group)
         params = group["params"]
-        if self._use_kernels(group):
-            from ..kernels.cpu import backend
+        if dispatch.routes(group, self._has_kernel()):
+            call = self._kernel(hyper)
+            params = dispatch.step_group(self, index, group, call, grad_scale, found_inf)
+        params = [param for param in params if param.grad is not None]
+        if not params or (found_inf is not None and bool(found_inf)):
+            return  # (a GPU's found_inf is read on the host only if a tensor needs it)
+        for param in params:  # what no backend took: per tensor
+            if grad_scale is not None:
+                param.grad.div_(grad_scale.to(param.grad.device))
+            self._reference_step(param, param.grad, self._state_of(param, group), hyper)
 
-            params = backend.step_group(self, index, group, self._kernel(hyper), grad_scale)
-        for param in params:  # what the kernels did not take: per tensor
-            if param.grad is not None:
-                if grad_scale is not None:
-                    param.grad.div_(grad_scale.to(param.grad.device))
-                self._reference_step(param, param.grad, self._state_of(param, group), hyper)
+    def _refuse_fp16_grads(self) -> None:
+        """As torch's GradScaler for every optimizer but a fused one: float16 params (hence
+        grads) cannot be unscaled safely (their updates underflow), so it refuses them."""
+        for group in self.param_groups:
+            if group.get("fused") is True:
+                continue  # torch's fused optimizers take float16 grads: so does fused=True
+            for param in group["params"]:
+                if param.grad is not None and param.grad.dtype == torch.float16:
+                    raise ValueError("Attempting to unscale FP16 gradients.")
 
-    # -- backend choice -------------------------------------------------------
+    # -- the hand-over to a backend ------------------------------------------
 
-    def _use_kernels(self, group: dict[str, Any]) -> bool:
-        """Whether ``group`` steps through the fused kernels.
+    def _prepare_state(
+        self, params: list[Tensor], group: dict[str, Any], call: KernelCall, counters: str
+    ) -> set[int]:
+        """Create the state a backend needs for ``params`` (which have grads); return the ids
+        of those whose lazy slots were just created (see ``KernelCall.lazy``).
 
-        ``fused=None`` (the default) takes them when they are built, for every tensor they
-        can take; ``fused=False`` never; ``fused=True`` always, or raises.  ``foreach`` is
-        accepted for torch compatibility and ignored.
+        A slot missing from existing state (a damaged or foreign checkpoint) raises the
+        ``KeyError`` the reference path would.  ``counters="param"``: the backend reads
+        step counters on the param's device (as torch's fused optimizers keep them).
         """
-        fused = group.get("fused")
-        if fused is False or group.get("differentiable") or type(self)._kernel is Optimizer._kernel:
-            return False
-        if not cpu_kernels.AVAILABLE:
-            if fused:
-                raise RuntimeError(f"{type(self).__name__}(fused=True): {cpu_kernels.UNAVAILABLE}")
-            cpu_kernels.warn_unavailable()
-            return False
-        return True
-
-    def _check_fused(self, group: dict[str, Any]) -> None:
-        """``fused=True``: refuse at construction what the kernels cannot honour."""
-        name = f"{type(self).__name__}(fused=True)"
-        if type(self)._kernel is Optimizer._kernel:
-            raise RuntimeError(f"{name}: this optimizer has no fused kernel")
-        if not cpu_kernels.AVAILABLE:
-            raise RuntimeError(f"{name}: {cpu_kernels.UNAVAILABLE}")
-        from ..kernels.cpu import backend
-
-        for param in group["params"]:
-            why = backend.unsupported(param)
-            if why:
-                raise RuntimeError(f"{name} cannot run: {why}")
+        fresh: set[int] = set()
+        if not self._has_state(group):
+            return fresh
+        for param in params:
+            state = self._state_of(param, group)
+            for key in filter(None, call.slots):
+                if key not in state:
+                    if not call.lazy:
+                        raise KeyError(key)
+                    state[key] = zeros_like(param)
+                    fresh.add(id(param))
+            for key in call.counters:
+                if key not in state:
+                    raise KeyError(key)
+                if counters == "param" and state[key].device != param.device:
+                    state[key] = state[key].to(param.device)
+        return fresh
 
     def _state_of(self, param: Tensor, group: dict[str, Any]) -> dict[str, Any]:
         if not self._has_state(group):

@@ -122,7 +122,7 @@ class NAdam(Optimizer):
             "nadam",
             ("exp_avg", "exp_avg_sq", None),
             ("step", "mu_product"),
-            dict(lr=float(h.lr), beta1=beta1, beta2=beta2, eps=h.eps,
+            dict(lr=h.lr, beta1=beta1, beta2=beta2, eps=h.eps,
                  weight_decay=h.weight_decay, momentum_decay=h.momentum_decay),
             on(maximize=h.maximize, weight_decay=h.weight_decay != 0,
                decoupled=h.decoupled_weight_decay),

@@ -129,7 +129,7 @@ class RMSprop(Optimizer):
             ("square_avg", "momentum_buffer" if h.momentum > 0 else None,
              "grad_avg" if h.centered else None),
             ("step",),
-            dict(lr=float(h.lr), alpha=h.alpha, eps=h.eps, weight_decay=h.weight_decay,
+            dict(lr=h.lr, alpha=h.alpha, eps=h.eps, weight_decay=h.weight_decay,
                  momentum=h.momentum),
             on(maximize=h.maximize, weight_decay=h.weight_decay != 0,
                eps_inside=h.eps_inside_sqrt),

@@ -149,11 +149,12 @@ class SGD(Optimizer):
             "sgd",
             (buffer if h.momentum != 0 else None, None, None),
             (),
-            dict(lr=float(h.lr), momentum=h.momentum, dampening=h.dampening,
-                 weight_decay=float(h.weight_decay)),
+            dict(lr=h.lr, momentum=h.momentum, dampening=h.dampening,
+                 weight_decay=h.weight_decay),
             on(maximize=h.maximize, weight_decay=h.weight_decay != 0,
                nesterov=h.nesterov and h.nesterov_form != "lookahead",
                lecture=h.momentum_form == "lecture"),
+            lazy=True,
         )  # fmt: skip
 
     # -- Nesterov's look-ahead form -------------------------------------------

@@ -15,7 +15,18 @@ except ImportError as error:  # a pure-Python install: no compiler, or OPTIMLAB_
     _optim = None
     UNAVAILABLE = f"the C extension optimlab.kernels.cpu._optim is not built ({error})"
 else:
-    UNAVAILABLE = ""
+    from .. import CALL_FLAGS, HYPER_FIELDS, ROW_FIELDS
+
+    # the contract (kernels/__init__.py) and the build must agree: a stale build is refused
+    if (
+        _optim.ROW_FIELDS != ROW_FIELDS
+        or _optim.HYPER_FIELDS != HYPER_FIELDS
+        or any(_optim.FLAGS.get(name) != 1 << bit for bit, name in enumerate(CALL_FLAGS))
+    ):  # pragma: no cover
+        _optim = None
+        UNAVAILABLE = "the C extension was built from other sources (reinstall optimlab)"
+    else:
+        UNAVAILABLE = ""
 
 AVAILABLE = _optim is not None
 

@@ -7,7 +7,7 @@
 
 #include "optim.h"
 
-static PyObject *s_data_ptr, *s_grad, *s_is_contiguous, *s_stride;
+static PyObject *s_data_ptr, *s_grad, *s_is_contiguous, *s_stride, *s_dtype, *s_shape;
 
 static int as_i64(PyObject *obj, int64_t *out)
 {
@@ -66,8 +66,8 @@ static PyObject *py_step(PyObject *self, PyObject *const *args, Py_ssize_t nargs
 }
 
 /* torch.Tensor's own accessors (configure()), called directly on tensors of the types they
- * were taken from: no attribute lookup per call (bind does 3 per tensor; ~25% of its time). */
-static PyObject *fast_types, *d_data_ptr, *d_grad, *d_is_contiguous;
+ * were taken from: no attribute lookup per call. */
+static PyObject *fast_types, *d_data_ptr, *d_grad, *d_is_contiguous, *d_dtype, *d_shape;
 
 static int is_fast(PyObject *obj)
 {
@@ -86,62 +86,90 @@ static PyObject *call_method(PyObject *obj, PyObject *descr, PyObject *name)
                         : PyObject_CallMethodNoArgs(obj, name);
 }
 
-static PyObject *get_grad(PyObject *param)
+static PyObject *get_attr(PyObject *obj, PyObject *descr, PyObject *name)
 {
-    if (is_fast(param))
-        return Py_TYPE(d_grad)->tp_descr_get(d_grad, param, (PyObject *)Py_TYPE(param));
-    return PyObject_GetAttr(param, s_grad);
+    if (is_fast(obj))
+        return Py_TYPE(descr)->tp_descr_get(descr, obj, (PyObject *)Py_TYPE(obj));
+    return PyObject_GetAttr(obj, name);
 }
 
-static int64_t call_data_ptr(PyObject *tensor)
+/* data_ptr() of a tensor; 0 with an exception set on failure (no tensor has address 0
+ * and elements: an empty one may, and its row moves no bytes). */
+static int64_t data_ptr(PyObject *tensor)
 {
     PyObject *res = call_method(tensor, d_data_ptr, s_data_ptr);
     if (res == NULL)
-        return -1;
+        return 0;
     int64_t ptr = PyLong_AsLongLong(res);
     Py_DECREF(res);
     return ptr;
 }
 
-/* Whether a fresh grad `g` can be read with the layout of `param`'s row. */
-static int grad_layout_ok(PyObject *param, PyObject *g, int strided)
+/* Whether `grad` can be read with the layout of its param's row: exactly a torch.Tensor (or
+ * Parameter), of the param's dtype and shape, contiguous (or with the param's strides). */
+static int grad_fits(PyObject *grad, PyObject *shape, PyObject *dtype, PyObject *strides)
 {
-    PyObject *a, *b;
-    if (!strided) {
-        a = call_method(g, d_is_contiguous, s_is_contiguous);
-        int ok = a == Py_True;
-        Py_XDECREF(a);
-        return ok;
-    }
-    a = PyObject_CallMethodNoArgs(g, s_stride);
-    b = a ? PyObject_CallMethodNoArgs(param, s_stride) : NULL;
-    int ok = a && b && PyObject_RichCompareBool(a, b, Py_EQ) == 1;
+    if (!is_fast(grad))
+        return 0;
+    PyObject *a = get_attr(grad, d_dtype, s_dtype);
+    int ok = a == dtype;
     Py_XDECREF(a);
-    Py_XDECREF(b);
+    if (!ok)
+        return 0;
+    a = get_attr(grad, d_shape, s_shape);
+    ok = a != NULL && PyObject_RichCompareBool(a, shape, Py_EQ) == 1;
+    Py_XDECREF(a);
+    if (!ok)
+        return 0;
+    if (strides == Py_None) {
+        a = call_method(grad, d_is_contiguous, s_is_contiguous);
+        ok = a == Py_True;
+    } else {
+        a = PyObject_CallMethodNoArgs(grad, s_stride);
+        ok = a != NULL && PyObject_RichCompareBool(a, strides, Py_EQ) == 1;
+    }
+    Py_XDECREF(a);
     return ok;
 }
 
-/* bind(group_params, snapshot, params, grads, table) -> int
+/* Whether each (key, value, tensor, column) of `checks` still holds: state[key] is value,
+ * and tensor (value, or its local shard) is at table[column]. */
+static int state_fits(PyObject *state, PyObject *checks, const int64_t *cells)
+{
+    for (Py_ssize_t j = 0; j < PyTuple_GET_SIZE(checks); j++) {
+        PyObject *check = PyTuple_GET_ITEM(checks, j);
+        Py_ssize_t column = PyLong_AsSsize_t(PyTuple_GET_ITEM(check, 3));
+        if (PyDict_GetItemWithError(state, PyTuple_GET_ITEM(check, 0)) !=
+                PyTuple_GET_ITEM(check, 1) ||
+            data_ptr(PyTuple_GET_ITEM(check, 2)) != cells[column])
+            return 0;
+    }
+    return 1;
+}
+
+/* bind(group_params, snapshot, meta, table) -> int
  *
- * Re-validates a cached table before a step, at a few C calls per tensor: the group's
- * param list must still be `snapshot` (else -2); row i's param must still have the data
- * pointer in the table, and its grad, if new, the row's layout (else i: re-plan).  Grads
- * are re-read every step (zero_grad(set_to_none=True) makes new ones); `grads` caches the
- * grad objects so an unchanged grad skips the layout check.  Rows without a grad are
- * marked inactive.  Returns -1 when the table is ready. */
+ * Re-validates a plan's table before a step (kernels/plan.py says what and why): the
+ * group's param list must still be `snapshot` (else -2); for row i, meta[i] is (owner,
+ * param, shape, dtype, strides or None, state dict or None, ((key, value, tensor, column),
+ * ...)):
+ * the param must still be at its data pointer, each state slot and counter the same tensor
+ * at the same pointer, and the grad, re-read every step, of the param's layout; its pointer
+ * goes into the row.  Rows without a grad are marked inactive.  Returns -1 when the table is
+ * ready, else the first row that changed.  Nothing is held after it returns. */
 #define BIND_AHEAD 4
 
 static PyObject *py_bind(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)self;
-    if (nargs != 5 || !PyList_Check(args[0]) || !PyTuple_Check(args[1]) ||
-        !PyTuple_Check(args[2]) || !PyList_Check(args[3])) {
-        PyErr_SetString(PyExc_TypeError, "bind(list, tuple, tuple, list, int)");
+    if (nargs != 4 || !PyList_Check(args[0]) || !PyTuple_Check(args[1]) ||
+        !PyTuple_Check(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "bind(list, tuple, tuple, int)");
         return NULL;
     }
-    PyObject *group = args[0], *snapshot = args[1], *params = args[2], *grads = args[3];
+    PyObject *group = args[0], *snapshot = args[1], *meta = args[2];
     int64_t table;
-    if (as_i64(args[4], &table))
+    if (as_i64(args[3], &table))
         return NULL;
     Py_ssize_t n = PyList_GET_SIZE(group);
     if (n != PyTuple_GET_SIZE(snapshot))
@@ -150,69 +178,64 @@ static PyObject *py_bind(PyObject *self, PyObject *const *args, Py_ssize_t nargs
         if (PyList_GET_ITEM(group, i) != PyTuple_GET_ITEM(snapshot, i))
             return PyLong_FromLong(-2);
     }
-    Py_ssize_t nrows = PyTuple_GET_SIZE(params);
-    if (PyList_GET_SIZE(grads) != nrows) {
-        PyErr_SetString(PyExc_ValueError, "bind(): grads and params differ in length");
-        return NULL;
-    }
+    Py_ssize_t nrows = PyTuple_GET_SIZE(meta);
     Row *rows = (Row *)(intptr_t)table;
     for (Py_ssize_t i = 0; i < nrows; i++) {
         Row *row = &rows[i];
-        PyObject *param = PyTuple_GET_ITEM(params, i);
-        if (i + BIND_AHEAD < nrows) { /* the objects of a later row: their misses overlap ours */
-            PyObject *later = PyTuple_GET_ITEM(params, i + BIND_AHEAD);
+        PyObject *m = PyTuple_GET_ITEM(meta, i);
+        if (!PyTuple_Check(m) || PyTuple_GET_SIZE(m) != 7) {
+            PyErr_SetString(PyExc_TypeError, "bind(): a meta row is not a 7-tuple");
+            return NULL;
+        }
+        if (i + BIND_AHEAD < nrows) { /* a later row's objects: their misses overlap ours */
+            PyObject *later = PyTuple_GET_ITEM(PyTuple_GET_ITEM(meta, i + BIND_AHEAD), 1);
             __builtin_prefetch(later, 0, 3);
             __builtin_prefetch((const char *)later + 64, 0, 3);
-            __builtin_prefetch(PyList_GET_ITEM(grads, i + BIND_AHEAD), 0, 3);
         }
-        int64_t ptr = call_data_ptr(param);
-        if (ptr == -1 && PyErr_Occurred())
-            goto replan;
-        if ((void *)(intptr_t)ptr != row->p)
-            return PyLong_FromSsize_t(i);
-        PyObject *g = get_grad(param);
-        if (g == NULL)
-            goto replan;
-        if (g == Py_None) {
-            row->flags &= ~(int64_t)ROW_ACTIVE;
-            Py_INCREF(Py_None);
-            PyList_SetItem(grads, i, Py_None);
-            Py_DECREF(g);
+        PyObject *param = PyTuple_GET_ITEM(m, 1), *state = PyTuple_GET_ITEM(m, 5);
+        if ((void *)(intptr_t)data_ptr(param) != row->p)
+            goto changed;
+        if (state != Py_None && !state_fits(state, PyTuple_GET_ITEM(m, 6), (const int64_t *)row))
+            goto changed;
+        PyObject *grad = get_attr(param, d_grad, s_grad);
+        if (grad == NULL)
+            goto changed;
+        row->flags &= ~(int64_t)ROW_ACTIVE;
+        if (grad == Py_None) {
+            Py_DECREF(grad);
             continue;
         }
-        /* a new grad of another type (a tensor subclass) goes back to Python to be judged */
-        if ((row->flags & ROW_NOSTATE) ||
-            (g != PyList_GET_ITEM(grads, i) &&
-             (!is_fast(g) || !grad_layout_ok(param, g, (row->flags & ROW_STRIDED) != 0)))) {
-            Py_DECREF(g);
-            PyErr_Clear();
-            return PyLong_FromSsize_t(i);
-        }
-        int64_t gptr = call_data_ptr(g);
-        PyList_SetItem(grads, i, g); /* steals the reference */
-        if (gptr == -1 && PyErr_Occurred())
-            goto replan;
+        int ok = state != Py_None && grad_fits(grad, PyTuple_GET_ITEM(m, 2),
+                                               PyTuple_GET_ITEM(m, 3), PyTuple_GET_ITEM(m, 4));
+        int64_t gptr = ok ? data_ptr(grad) : 0;
+        Py_DECREF(grad); /* the plan keeps no gradient alive between steps */
+        if (!ok || PyErr_Occurred())
+            goto changed;
         row->g = (void *)(intptr_t)gptr;
         row->flags |= ROW_ACTIVE;
         continue;
-    replan: /* a call raised (e.g. a sparse grad has no data_ptr): let Python decide */
+    changed: /* or a call raised (a sparse grad has no data_ptr): Python re-plans and decides */
         PyErr_Clear();
         return PyLong_FromSsize_t(i);
     }
     return PyLong_FromLong(-1);
 }
 
-/* configure(types, data_ptr, grad, is_contiguous): torch.Tensor's accessors and the exact
- * types (torch.Tensor, nn.Parameter) that use them unchanged. */
+/* configure(types, data_ptr, grad, is_contiguous, dtype, shape): torch.Tensor's accessors
+ * and the exact types (torch.Tensor, nn.Parameter) that use them unchanged. */
 static PyObject *py_configure(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)self;
-    if (nargs != 4 || !PyTuple_Check(args[0]) || !PyObject_TypeCheck(args[2], &PyGetSetDescr_Type)) {
-        PyErr_SetString(PyExc_TypeError, "configure(types, data_ptr, grad, is_contiguous)");
+    if (nargs != 6 || !PyTuple_Check(args[0]) ||
+        !PyObject_TypeCheck(args[2], &PyGetSetDescr_Type) ||
+        !PyObject_TypeCheck(args[4], &PyGetSetDescr_Type) ||
+        !PyObject_TypeCheck(args[5], &PyGetSetDescr_Type)) {
+        PyErr_SetString(PyExc_TypeError,
+                        "configure(types, data_ptr, grad, is_contiguous, dtype, shape)");
         return NULL;
     }
-    PyObject **slots[] = {&fast_types, &d_data_ptr, &d_grad, &d_is_contiguous};
-    for (int i = 0; i < 4; i++) {
+    PyObject **slots[] = {&fast_types, &d_data_ptr, &d_grad, &d_is_contiguous, &d_dtype, &d_shape};
+    for (int i = 0; i < 6; i++) {
         Py_INCREF(args[i]);
         Py_XSETREF(*slots[i], args[i]);
     }
@@ -228,12 +251,12 @@ static PyObject *py_isa(PyObject *self, PyObject *unused)
 
 static PyMethodDef methods[] = {
     {"configure", (PyCFunction)(void (*)(void))py_configure, METH_FASTCALL,
-     "configure(types, data_ptr, grad, is_contiguous): fast accessors for bind"},
+     "configure(types, data_ptr, grad, is_contiguous, dtype, shape): fast accessors for bind"},
     {"isa", py_isa, METH_NOARGS, "isa() -> the instruction set of the loops in use"},
     {"step", (PyCFunction)(void (*)(void))py_step, METH_FASTCALL,
      "step(kernel, variant, nthreads, table, nrows, hyper, flags, grad_scale, found_inf)"},
     {"bind", (PyCFunction)(void (*)(void))py_bind, METH_FASTCALL,
-     "bind(group_params, snapshot, params, grads, table) -> -1 | -2 | row to re-plan"},
+     "bind(group_params, snapshot, meta, table) -> -1 | -2 | row to re-plan"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -248,6 +271,8 @@ PyMODINIT_FUNC PyInit__optim(void)
     s_grad = PyUnicode_InternFromString("grad");
     s_is_contiguous = PyUnicode_InternFromString("is_contiguous");
     s_stride = PyUnicode_InternFromString("stride");
+    s_dtype = PyUnicode_InternFromString("dtype");
+    s_shape = PyUnicode_InternFromString("shape");
     optim_init();
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)
@@ -267,6 +292,11 @@ PyMODINIT_FUNC PyInit__optim(void)
     PyModule_AddObject(m, "KERNELS", names);
     PyModule_AddObject(m, "HYPER_FIELDS", fields);
     PyModule_AddObject(m, "FLAGS", flags);
+    const char *row_fields[] = {ROW_FIELD_NAMES};
+    PyObject *fields_of_row = PyTuple_New(sizeof row_fields / sizeof row_fields[0]);
+    for (size_t i = 0; i < sizeof row_fields / sizeof row_fields[0]; i++)
+        PyTuple_SET_ITEM(fields_of_row, i, PyUnicode_FromString(row_fields[i]));
+    PyModule_AddObject(m, "ROW_FIELDS", fields_of_row);
     PyModule_AddIntConstant(m, "ROW_WIDTH", sizeof(Row) / sizeof(int64_t));
     PyModule_AddIntConstant(m, "DTYPE_SHIFT", ROW_DTYPE_SHIFT);
     PyModule_AddIntConstant(m, "OPENMP", optim_openmp);

@@ -24,13 +24,19 @@ enum {
 #define NFLAG_NAMES 14
 extern const char *const optim_flag_names[NFLAG_NAMES]; /* by bit; NULL: unused */
 
-/* One tensor: the layout of a row of backend.py's int64 table. */
+/* One tensor: a row of the plan's int64 table (kernels/__init__.py's ROW_FIELDS, in order). */
 typedef struct {
-    void *p, *g, *s[3];
+    void *p, *g, *s[3]; /* param, grad, state slots */
+    void *q[3];         /* 8-bit slots: per-block fp32 absmax */
+    void *c;            /* Kahan-compensated params: the compensation */
     int64_t n;
     void *step, *mu_product;
-    int64_t flags, spare;
+    int64_t flags;
+    int64_t key; /* stochastic rounding: (group index << 32) | param index */
 } Row;
+#define ROW_FIELD_NAMES                                                                     \
+    "param", "grad", "slot0", "slot1", "slot2", "scale0", "scale1", "scale2", "comp", "numel", \
+        "step", "mu_product", "flags", "key"
 
 enum { DT_F32, DT_F64, DT_BF16, DT_F16, NDT }; /* a row's dtype code */
 #define NV 8                                  /* slot sets: bit i, state slot i present */

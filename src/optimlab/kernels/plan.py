@@ -1,0 +1,326 @@
+"""A param group as a table of rows, cached across steps and re-validated before each one.
+
+A :class:`Plan` is built when a group's layout is first seen or has changed: one int64
+row per tensor (``ROW_FIELDS``: data pointers of the param, its grad and its state slots,
+the element count, the counters, flags).  Before every step ``bind`` checks, at a few
+C-API calls per tensor, everything the kernels rely on:
+
+* the group still holds the same params, each at the data pointer in its row;
+* each grad (re-read every step: ``zero_grad(set_to_none=True)`` makes new ones) has the
+  param's dtype, shape and memory order; its pointer goes into the row;
+* each state slot and counter is still the tensor the row was built from (the same object
+  in ``optimizer.state[param]``, at the same data pointer).
+
+Anything else makes ``bind`` name the row, and the optimizer builds a new plan (where an
+unusable tensor goes to the reference path, or ``fused=True`` raises).  Between steps the
+plan holds no gradient (``zero_grad`` frees them); it holds the params' and the state's
+storages, so a tensor re-pointed behind its back can never leave a row pointing at freed
+memory (a new storage cannot reuse an address that is still held).
+
+FSDP2's parameters are DTensors: a plan steps each rank's local shard (a plain tensor;
+param, grad and state are sharded alike, and the elementwise update of the shards is the
+update of the whole), never gathering a full parameter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from . import ROW_FIELDS, KernelCall
+
+try:  # public since torch 2.5; absent from builds without torch.distributed
+    from torch.distributed.tensor import DTensor, Replicate, Shard
+except ImportError:  # pragma: no cover
+    DTensor = None
+
+try:
+    from .cpu import _optim
+except ImportError:  # a pure-Python install: bind runs in Python (the GPU backend's case)
+    _optim = None
+
+__all__ = ["DTYPES", "Plan", "problem", "view"]
+
+# dtype -> the code of its loads and stores in the kernels (cpu/optim.h's DT_*)
+DTYPES = {torch.float32: 0, torch.float64: 1, torch.bfloat16: 2, torch.float16: 3}
+ROW = {name: i for i, name in enumerate(ROW_FIELDS)}
+# Row flags (cpu/optim.h): bits 0-7 are the call's options, these are the row's own.
+ACTIVE, FRESH, NOSTATE, STRIDED, STEP_F64, MU_F64 = (1 << b for b in range(8, 14))
+DTYPE_SHIFT = 16
+# the grads bind reads with torch.Tensor's own accessors; any other type takes the reference path
+GRAD_TYPES = (torch.Tensor, torch.nn.Parameter)
+_DENSE_FORMATS = {4: torch.channels_last, 5: torch.channels_last_3d}
+
+
+def _plain(tensor: Tensor) -> bool:
+    """A tensor whose ``data_ptr()`` is its own memory: not a wrapper subclass (DTensor of
+    FSDP2, FakeTensor, ...), whose elements live elsewhere or nowhere."""
+    kind = type(tensor)
+    return kind in (torch.Tensor, torch.nn.Parameter) or (
+        kind.__torch_dispatch__ is torch.Tensor.__torch_dispatch__
+    )
+
+
+def view(param: Tensor) -> Tensor | None:
+    """The tensor whose memory the kernels update for ``param``: itself, or the local shard
+    of a DTensor placed by Shard/Replicate only; None for other tensor subclasses."""
+    if _plain(param):
+        return param
+    if (
+        DTensor is not None
+        and isinstance(param, DTensor)
+        and all(isinstance(p, (Shard, Replicate)) for p in param.placements)
+        and _plain(param._local_tensor)
+    ):
+        return param._local_tensor
+    return None
+
+
+def view_like(tensor: Any, param: Tensor) -> Any:
+    """``tensor`` (a grad, state or step counter of ``param``) as the kernels see it: itself
+    when plain (the layout checks decide), the local shard of a DTensor distributed exactly
+    as ``param`` is, None for anything else."""
+    if not isinstance(tensor, Tensor) or _plain(tensor):
+        return tensor
+    if (
+        DTensor is not None
+        and isinstance(tensor, DTensor)
+        and isinstance(param, DTensor)
+        and tensor.placements == param.placements
+        and tensor.device_mesh == param.device_mesh
+    ):
+        return tensor._local_tensor
+    return None
+
+
+def _dense(tensor: Tensor) -> bool:
+    """Whether the elements fill one block of memory, in an order the grads share."""
+    if tensor.is_contiguous():
+        return True
+    fmt = _DENSE_FORMATS.get(tensor.dim())
+    return fmt is not None and tensor.is_contiguous(memory_format=fmt)
+
+
+def _same_layout(tensor: Any, param: Tensor) -> bool:
+    """Whether elementwise over memory pairs ``tensor``'s elements with ``param``'s."""
+    return (
+        isinstance(tensor, Tensor)
+        and _plain(tensor)
+        and tensor.dtype == param.dtype
+        and tensor.device == param.device
+        and tensor.shape == param.shape
+        and (tensor.is_contiguous() if param.is_contiguous() else tensor.stride() == param.stride())
+    )
+
+
+def _mismatch(tensor: Tensor, param: Tensor) -> str:
+    """How ``tensor`` (a grad) fails to pair with ``param`` elementwise ('' if it does not)."""
+    if tensor.dtype != param.dtype or tensor.device != param.device:
+        return (f"dtype or device ({tensor.dtype}, {tensor.device}) differs from its "
+                f"parameter's ({param.dtype}, {param.device})")
+    if tensor.shape != param.shape:
+        return f"shape {tuple(tensor.shape)} differs from its parameter's {tuple(param.shape)}"
+    if not _same_layout(tensor, param):
+        return "memory layout differs from its parameter's"
+    return ""
+
+
+def _counter_ok(counter: Any, device: torch.device) -> bool:
+    return (
+        isinstance(counter, Tensor)
+        and _plain(counter)
+        and counter.device == device
+        and counter.numel() == 1
+        and counter.dtype in (torch.float32, torch.float64)
+        and not counter.requires_grad
+    )
+
+
+def problem(
+    param: Tensor, state: Mapping[str, Any] | None, call: KernelCall, counter_device: Any
+) -> str:
+    """Why a kernel cannot step ``param`` with its grad and existing state ('' if it can).
+
+    Missing state is no problem (the optimizer creates it); state that exists must have
+    the param's layout.  ``counter_device`` is where the backend reads counters (None: on
+    the param's device).
+    """
+    local = view(param)
+    if local is None:
+        return f"a parameter is a {type(param).__name__}, a tensor subclass"
+    if local.is_complex():
+        return "complex parameters go through the reference path"
+    if local.dtype not in DTYPES:
+        return f"a parameter has dtype {local.dtype}"
+    if local.layout != torch.strided:
+        return f"a parameter has layout {local.layout}"
+    if not _dense(local):
+        return "a parameter is not contiguous (nor dense in a channels-last order)"
+    if param.grad is not None:
+        grad = view_like(param.grad, param)
+        if grad is None:
+            return "a gradient is distributed differently from its parameter"
+        if type(grad) not in GRAD_TYPES:
+            return f"a gradient is a {type(grad).__name__}, a tensor subclass"
+        if grad.layout != torch.strided:
+            return "a gradient is sparse"
+        why = _mismatch(grad, local)
+        if why:
+            return f"a gradient's {why}"
+    for key in filter(None, call.slots):
+        if state and key in state and not _same_layout(view_like(state[key], param), local):
+            return f"the state tensor {key!r} has another dtype or layout than its parameter"
+    device = counter_device or local.device
+    for key in call.counters:
+        if state and key in state and not _counter_ok(view_like(state[key], param), device):
+            return f"the counter {key!r} is not a float scalar tensor on {device}"
+    return ""
+
+
+def overlapping(params: Iterable[Tensor]) -> set[int]:
+    """The ids of params whose memory overlaps another's: stepped in parallel they would race."""
+    spans = []
+    for param in params:
+        local = view(param)
+        if local is not None and local.numel():
+            start = local.data_ptr()
+            spans.append((start, start + local.numel() * local.element_size(), id(param)))
+    spans.sort()
+    clash: set[int] = set()
+    reach, owner = -1, None
+    for start, end, ident in spans:
+        if start < reach:
+            clash.update((ident, owner))
+        if end > reach:
+            reach, owner = end, ident
+    return clash
+
+
+class Plan:
+    """A param group's tensors as the kernels see them; valid while ``bind`` agrees.
+
+    ``taken`` are the params this plan steps (the optimizer has created the state of every
+    one that has a grad); ``fresh`` those whose lazy slots were just created.
+    """
+
+    def __init__(
+        self,
+        group: dict[str, Any],
+        key: int,
+        taken: list[Tensor],
+        state: Mapping[Tensor, dict],
+        call: KernelCall,
+        fresh: set[int],
+    ) -> None:
+        self.group, self.call_key, self.state = group, call.key, state
+        self.snapshot = tuple(group["params"])
+        self.owners = tuple(taken)
+        self.params = tuple(view(p) for p in taken)
+        self.sharded = any(v is not p for p, v in zip(self.owners, self.params, strict=True))
+        self.variant = sum(1 << i for i, slot in enumerate(call.slots) if slot is not None)
+        self.keep: list[Any] = []  # storages the rows point at (see the module docstring)
+        rows, self.meta = [], []
+        for index, (owner, local) in enumerate(zip(self.owners, self.params, strict=True)):
+            row, meta = self._row(owner, local, state.get(owner), call, id(owner) in fresh)
+            row[ROW["key"]] = (key << 32) | index
+            rows.append(row)
+            self.meta.append(meta)
+        self.meta = tuple(self.meta)
+        self.table = torch.tensor(rows, dtype=torch.int64).reshape(-1, len(ROW_FIELDS))
+        self.address = self.table.data_ptr()
+        self.version = state.version
+
+    def _row(
+        self, owner: Tensor, local: Tensor, state: dict | None, call: KernelCall, fresh: bool
+    ) -> tuple[list[int], tuple]:
+        """The row of one tensor, and what ``bind`` re-checks of it: ``(owner, local, shape,
+        dtype, strides or None when contiguous, state dict or None, ((key, value, tensor,
+        column), ...) for each state slot and counter)``: ``value`` is ``state[key]`` and
+        ``tensor`` the memory the row points at (they differ for DTensors)."""
+        row = [0] * len(ROW_FIELDS)
+        row[ROW["param"]], row[ROW["numel"]] = local.data_ptr(), local.numel()
+        flags = DTYPES[local.dtype] << DTYPE_SHIFT
+        strides = None if local.is_contiguous() else local.stride()
+        if strides is not None:
+            flags |= STRIDED
+        self.keep.append(local.untyped_storage())
+        wanted = [(key, f"slot{i}") for i, key in enumerate(call.slots) if key is not None]
+        wanted += list(zip(call.counters, ("step", "mu_product"), strict=False))
+        if wanted and (not state or any(key not in state for key, _ in wanted)):
+            # no grad when planned, so no state yet: bind asks for a new plan when one appears
+            row[ROW["flags"]] = flags | NOSTATE
+            return row, (owner, local, local.shape, local.dtype, strides, None, ())
+        checks = []
+        for key, column in wanted:
+            tensor = view_like(state[key], owner)  # a DTensor's local shard, else itself
+            row[ROW[column]] = tensor.data_ptr()
+            self.keep.append(tensor.untyped_storage())
+            checks.append((key, state[key], tensor, ROW[column]))
+            if column != "mu_product" and column != "step":
+                continue
+            if tensor.dtype == torch.float64:
+                flags |= STEP_F64 if column == "step" else MU_F64
+        row[ROW["flags"]] = flags | (FRESH if fresh else 0)
+        return row, (owner, local, local.shape, local.dtype, strides, state or {}, tuple(checks))
+
+    # -- per step --------------------------------------------------------------
+
+    def fits(self, group: dict[str, Any], call: KernelCall, state: Mapping) -> bool:
+        """The cheap checks ``bind`` does not do: the group, the update, the state mapping
+        (whose ``version`` counts its writes: a param's state dict replaced, or removed)."""
+        return (
+            self.group is group
+            and self.call_key == call.key
+            and self.state is state
+            and self.version == state.version
+        )
+
+    def bind(self) -> int:
+        """-1 when the table is ready for a step; else the row (or -2: the group) that changed."""
+        if self.sharded:  # the local shards' grads, set for the step and released after
+            for owner, local in zip(self.owners, self.params, strict=True):
+                local.grad = view_like(owner.grad, owner)
+        params = self.group["params"]
+        if _optim is not None:
+            return _optim.bind(params, self.snapshot, self.meta, self.address)
+        return _bind(params, self.snapshot, self.meta, self.table)
+
+    def release(self) -> None:
+        """Drop every gradient the step used: ``zero_grad`` must free their memory."""
+        if self.sharded:
+            for local in self.params:
+                local.grad = None
+
+
+def _bind(params: list, snapshot: tuple, meta: tuple, table: Tensor) -> int:
+    """``bind`` in Python: what ``_optim.bind`` (cpu/module.c) does, for installs without it."""
+    if len(params) != len(snapshot) or any(a is not b for a, b in zip(params, snapshot)):
+        return -2
+    rows = table.tolist()
+    for i, (_, local, shape, dtype, strides, expected, checks) in enumerate(meta):
+        row = rows[i]
+        if local.data_ptr() != row[ROW["param"]]:
+            return i
+        if expected is not None:
+            for key, value, tensor, column in checks:
+                if expected.get(key) is not value or tensor.data_ptr() != row[column]:
+                    return i
+        grad = local.grad
+        row[ROW["flags"]] &= ~ACTIVE
+        if grad is None:
+            continue
+        if (
+            expected is None
+            or type(grad) not in GRAD_TYPES
+            or grad.dtype is not dtype
+            or grad.shape != shape
+            or not (grad.is_contiguous() if strides is None else grad.stride() == strides)
+        ):
+            return i
+        row[ROW["grad"]] = grad.data_ptr()
+        row[ROW["flags"]] |= ACTIVE
+    table.copy_(torch.tensor(rows, dtype=torch.int64).reshape(table.shape))
+    return -1
