@@ -183,16 +183,17 @@ class ScheduledHyperparameter(LRScheduler):
         items[self._index] = value
         return {**group, self._entry: type(group[self._entry])(items)}
 
-    def _checked(self, group: dict[str, Any], i: int, step: int, value: float) -> Any:
-        """``value`` as it will be stored in ``group``, if the optimizer accepts it."""
+    def _check(self, group: dict[str, Any], i: int, step: int, value: float) -> None:
+        """Raise ``ValueError`` unless the optimizer accepts ``value`` in ``group``."""
+        stored: Any = value
         current = self._read(group, i)
-        stored = value
         if isinstance(current, torch.Tensor):
-            # the tensor's dtype rounds: 0.99999999 in a float32 beta is 1.0
-            stored = current.detach().clone().fill_(value)
+            # The tensor's dtype rounds (0.99999999 in a float32 beta is 1.0); a CPU copy
+            # says to what without reading a GPU tensor back every step.
+            stored = torch.tensor(value, dtype=current.dtype)
         reason = _rules.refusal(self.optimizer, self._with(group, stored), self.key)
         if reason is None:
-            return stored
+            return
         shown = repr(value)
         if self._scale(group) != 1:
             shown += f" (schedule value {self.schedule(step)!r} * {self.scale_key} "
@@ -205,22 +206,20 @@ class ScheduledHyperparameter(LRScheduler):
             f"refuses: {reason}; nothing was written"
         )
 
-    def _write(self, group: dict[str, Any], i: int, stored: Any) -> None:
+    def _write(self, group: dict[str, Any], i: int, value: float) -> None:
         current = self._read(group, i)
         if isinstance(current, torch.Tensor):
-            current.copy_(stored)
+            current.fill_(value)
         else:
-            group[self._entry] = self._with(group, stored)[self._entry]
+            group[self._entry] = self._with(group, value)[self._entry]
 
     def _go_to(self, step: int) -> None:
         """Write the values of ``step`` into every group, or raise and write nothing."""
         groups = self.optimizer.param_groups
         values = self._values(step)
-        stored = [
-            self._checked(group, i, step, value)
-            for i, (group, value) in enumerate(zip(groups, values, strict=True))
-        ]
-        for i, (group, value) in enumerate(zip(groups, stored, strict=True)):
+        for i, (group, value) in enumerate(zip(groups, values, strict=True)):
+            self._check(group, i, step, value)
+        for i, (group, value) in enumerate(zip(groups, values, strict=True)):
             self._write(group, i, value)
         self.last_epoch = step
         self._last_lr = [_copy(self._read(group, i)) for i, group in enumerate(groups)]
