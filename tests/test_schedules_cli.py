@@ -227,3 +227,21 @@ def test_command_line_end_to_end(args, line):
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines() == [line]
+
+
+@pytest.mark.slow  # a fresh interpreter importing torch: ~2-4 s
+def test_a_reader_that_stops_early_gets_no_traceback():
+    # `optimlab schedule ... --every 1 | head -1`: the pipe closes long before the table ends
+    code = "import sys; from optimlab.cli import main; sys.exit(main(sys.argv[1:]))"
+    args = ["schedule", "constant(1)", "--steps", "1000000", "--print", "--every", "1"]
+    with subprocess.Popen(
+        [sys.executable, "-c", code, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as process:
+        assert process.stdout.readline() == "step\tconstant(1.0)\n"
+        process.stdout.close()
+        err = process.stderr.read()
+        assert process.wait(timeout=120) == 0
+    assert err == ""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 from collections.abc import Iterable, Sequence
 from itertools import chain
@@ -135,6 +136,10 @@ def run(args: argparse.Namespace) -> int:
             print_table(schedules, args.print_steps or _every(args.steps, every))
     except ValueError as err:  # a value that overflows a float at some step
         return _fail(str(err))
+    except BrokenPipeError:
+        # `optimlab schedule ... | head`: the reader has what it wanted.  Point stdout
+        # at /dev/null, or Python's final flush fails again with a traceback.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 
