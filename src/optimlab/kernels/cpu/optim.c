@@ -60,21 +60,6 @@ enum { K_NEG_LR, K_WD, K_MOMENTUM, K_ONE_MINUS_DAMPENING, K_NEG_STEP, K_NEG_STEP
        K_ALPHA, K_ONE_MINUS_ALPHA, K_DECAY, K_ONE_MINUS_BETA1, K_BETA2, K_ONE_MINUS_BETA2,
        K_SQRT_BC2, K_BC2, NK };
 
-#define real float
-#define BITS uint32_t
-#define F(name) name##_f
-#include "updates.h"
-#undef real
-#undef BITS
-#undef F
-#define real double
-#define BITS uint64_t
-#define F(name) name##_d
-#include "updates.h"
-#undef real
-#undef BITS
-#undef F
-
 /* ---- dtypes: storage type, math type, load and store, in this one place ---------------- */
 
 static INLINE float f32_from_bits(uint32_t u)
@@ -125,6 +110,34 @@ static INLINE uint16_t bf16_store(float f)
     return (f != f) ? (uint16_t)0x7fc0 : (uint16_t)rounded;
 }
 
+/* The update functions (updates.h), once per math type: float (float32 and bfloat16
+ * tensors), double (float64), and float that rounds to float16 where torch's float16
+ * math does (float16 tensors: see HALF in updates.h). */
+#define real float
+#define BITS uint32_t
+#define HALF(x) (x)
+#define F(name) name##_f
+#include "updates.h"
+#undef F
+#define F(name) name##_h
+#undef HALF
+#define HALF(x) f16_load(f16_store(x))
+#include "updates.h"
+#undef HALF
+#undef real
+#undef BITS
+#undef F
+#define real double
+#define BITS uint64_t
+#define HALF(x) (x)
+#define F(name) name##_d
+#include "updates.h"
+#undef HALF
+#undef real
+#undef BITS
+#undef F
+
+
 typedef float f32_t;
 typedef double f64_t;
 typedef uint16_t bf16_t;
@@ -136,12 +149,13 @@ typedef uint16_t f16_t;
 #define REAL_f32 f
 #define REAL_f64 d
 #define REAL_bf16 f
-#define REAL_f16 f
+#define REAL_f16 h
 
 #define CAT_(a, b) a##b
 #define CAT(a, b) CAT_(a, b)
 #define MATH_f float
 #define MATH_d double
+#define MATH_h float
 
 /* ---- the generic multi-tensor driver ------------------------------------------------ */
 

@@ -16,6 +16,13 @@
  * is fma with the weight on the near side (measured on torch 2.13: bitwise).
  * With -ffp-contract=off nothing else is fused, so float32/float64 results are
  * bitwise equal to the reference on every instruction set.
+ *
+ * HALF(x) marks the values torch's float16 path materializes as float16 tensors (a state
+ * after its update, a weight-decayed gradient, a denominator).  It is x itself, except for
+ * float16 tensors, where it rounds x to float16 as torch does.  Without it a second moment
+ * that underflows float16 storage would still be used unrounded in float32 here, and with
+ * eps (which survives in float32, not in float16) give a silently huge step where torch's
+ * default path gives inf/NaN.  bfloat16 has float32's range: its math stays float32.
  */
 
 /* `cond ? a : b` for a loop-invariant cond (an option flag), as integer masking: GCC 12
@@ -49,7 +56,7 @@ static INLINE real F(maximum)(real a, real b)
 static INLINE real F(root)(int64_t flags, real x, real eps)
 {
     int64_t inside = flags & F_EPS_INSIDE;
-    return sqrt(x + (inside ? eps : (real)0)) + (inside ? (real)0 : eps);
+    return HALF(sqrt(HALF(x + (inside ? eps : (real)0))) + (inside ? (real)0 : eps));
 }
 
 /* Slot 0: momentum_buffer (torch form) or velocity (lecture form).  Written as selects on
@@ -57,7 +64,7 @@ static INLINE real F(root)(int64_t flags, real x, real eps)
 static INLINE void F(sgd)(const real *k, int64_t flags, int V, real *P, real G, real *S)
 {
     real p = *P, g = F(neg_if)(flags, G);
-    g = F(pick)(flags & F_WD, fma(k[K_WD], p, g), g);
+    g = F(pick)(flags & F_WD, HALF(fma(k[K_WD], p, g)), g);
     if (!(V & 1)) {
         *P = fma(k[K_NEG_LR], g, p); /* w = w - lr * dw */
         return;
@@ -65,13 +72,13 @@ static INLINE void F(sgd)(const real *k, int64_t flags, int V, real *P, real G, 
     real mu = k[K_MOMENTUM];
     int64_t lecture = flags & F_LECTURE, nesterov = flags & F_NESTEROV;
     /* lecture: v = beta * v - lr * dw;  torch: b = mu * b + (1 - dampening) * g (b = g first) */
-    real v = fma(k[K_NEG_LR], g, S[0] * mu);
-    real b = F(pick)(flags & F_FRESH, g, fma(k[K_ONE_MINUS_DAMPENING], g, S[0] * mu));
+    real v = HALF(fma(k[K_NEG_LR], g, HALF(S[0] * mu)));
+    real b = F(pick)(flags & F_FRESH, g, HALF(fma(k[K_ONE_MINUS_DAMPENING], g, HALF(S[0] * mu))));
     S[0] = F(pick)(lecture, v, b);
     /* lecture: w = w + v, or with Nesterov w = w + beta * v - lr * dw;
      * torch: w = w - lr * b, or with Nesterov w = w - lr * (g + mu * b) */
-    real lecture_p = F(pick)(nesterov, fma(k[K_NEG_LR], g, fma(mu, v, p)), p + v);
-    real torch_p = fma(k[K_NEG_LR], F(pick)(nesterov, fma(mu, b, g), b), p);
+    real lecture_p = F(pick)(nesterov, fma(k[K_NEG_LR], g, HALF(fma(mu, v, p))), p + v);
+    real torch_p = fma(k[K_NEG_LR], F(pick)(nesterov, HALF(fma(mu, b, g)), b), p);
     *P = F(pick)(lecture, lecture_p, torch_p);
 }
 
@@ -80,8 +87,8 @@ static INLINE void F(adagrad)(const real *k, int64_t flags, int V, real *P, real
 {
     (void)V;
     real p = *P, g = F(neg_if)(flags, G);
-    g = F(pick)(flags & F_WD, fma(k[K_WD], p, g), g);
-    real sum = fma(g, g, S[0]); /* dw_squared += dw * dw */
+    g = F(pick)(flags & F_WD, HALF(fma(k[K_WD], p, g)), g);
+    real sum = HALF(fma(g, g, S[0])); /* dw_squared += dw * dw */
     S[0] = sum;
     *P = p + (k[K_NEG_STEP] * g) / F(root)(flags, sum, k[K_EPS]);
 }
@@ -90,18 +97,18 @@ static INLINE void F(adagrad)(const real *k, int64_t flags, int V, real *P, real
 static INLINE void F(rmsprop)(const real *k, int64_t flags, int V, real *P, real G, real *S)
 {
     real p = *P, g = F(neg_if)(flags, G);
-    g = F(pick)(flags & F_WD, fma(k[K_WD], p, g), g);
-    real sq = fma(k[K_ONE_MINUS_ALPHA] * g, g, S[0] * k[K_ALPHA]); /* dr*sq + (1-dr)*dw*dw */
+    g = F(pick)(flags & F_WD, HALF(fma(k[K_WD], p, g)), g);
+    real sq = HALF(fma(k[K_ONE_MINUS_ALPHA] * g, g, HALF(S[0] * k[K_ALPHA]))); /* dr*sq + (1-dr)*dw*dw */
     S[0] = sq;
     real variance = sq;
     if (V & 4) {
-        real avg = F(lerp)(S[2], g, k[K_ONE_MINUS_ALPHA]);
+        real avg = HALF(F(lerp)(S[2], g, k[K_ONE_MINUS_ALPHA]));
         S[2] = avg;
-        variance = fma(-avg, avg, sq); /* E[g^2] - E[g]^2 */
+        variance = HALF(fma(-avg, avg, sq)); /* E[g^2] - E[g]^2 */
     }
     real std = F(root)(flags, variance, k[K_EPS]);
     if (V & 2) {
-        real b = S[1] * k[K_MOMENTUM] + g / std;
+        real b = HALF(HALF(S[1] * k[K_MOMENTUM]) + g / std);
         S[1] = b;
         *P = fma(k[K_NEG_LR], b, p);
     } else {
@@ -112,27 +119,28 @@ static INLINE void F(rmsprop)(const real *k, int64_t flags, int V, real *P, real
 /* Adam's and NAdam's weight decay: decoupled (AdamW) shrinks w, else L2 adds to g. */
 static INLINE real F(decoupled)(const real *k, int64_t flags, real p)
 {
-    return F(pick)((flags & F_WD) && (flags & F_DECOUPLED), p * k[K_DECAY], p); /* w(1-lr*wd) */
+    return F(pick)((flags & F_WD) && (flags & F_DECOUPLED), HALF(p * k[K_DECAY]), p); /* w(1-lr*wd) */
 }
 
+/* g + wd * w */
 static INLINE real F(l2)(const real *k, int64_t flags, real p, real g)
 {
-    return F(pick)((flags & F_WD) && !(flags & F_DECOUPLED), fma(k[K_WD], p, g), g); /* g+wd*w */
+    return F(pick)((flags & F_WD) && !(flags & F_DECOUPLED), HALF(fma(k[K_WD], p, g)), g);
 }
 
 /* Slots: 0 exp_avg, 1 exp_avg_sq, 2 max_exp_avg_sq (amsgrad). */
 static INLINE void F(adam)(const real *k, int64_t flags, int V, real *P, real G, real *S)
 {
     real g = F(l2)(k, flags, *P, F(neg_if)(flags, G)), p = F(decoupled)(k, flags, *P);
-    real m = F(lerp)(S[0], g, k[K_ONE_MINUS_BETA1]);
-    real v = fma(k[K_ONE_MINUS_BETA2] * g, g, S[1] * k[K_BETA2]);
+    real m = HALF(F(lerp)(S[0], g, k[K_ONE_MINUS_BETA1]));
+    real v = HALF(fma(k[K_ONE_MINUS_BETA2] * g, g, HALF(S[1] * k[K_BETA2])));
     S[0] = m;
     S[1] = v;
     if (V & 4) {
         v = F(maximum)(S[2], v);
         S[2] = v;
     }
-    real denom = sqrt(v) / k[K_SQRT_BC2] + k[K_EPS];
+    real denom = HALF(HALF(HALF(sqrt(v)) / k[K_SQRT_BC2]) + k[K_EPS]);
     *P = p + (k[K_NEG_STEP] * m) / denom; /* w = w - lr * m_hat / (sqrt(v_hat) + eps) */
 }
 
@@ -141,11 +149,11 @@ static INLINE void F(nadam)(const real *k, int64_t flags, int V, real *P, real G
 {
     (void)V;
     real g = F(l2)(k, flags, *P, F(neg_if)(flags, G)), p = F(decoupled)(k, flags, *P);
-    real m = F(lerp)(S[0], g, k[K_ONE_MINUS_BETA1]);
-    real v = fma(k[K_ONE_MINUS_BETA2] * g, g, S[1] * k[K_BETA2]);
+    real m = HALF(F(lerp)(S[0], g, k[K_ONE_MINUS_BETA1]));
+    real v = HALF(fma(k[K_ONE_MINUS_BETA2] * g, g, HALF(S[1] * k[K_BETA2])));
     S[0] = m;
     S[1] = v;
-    real denom = sqrt(v / k[K_BC2]) + k[K_EPS];
-    p = p + (k[K_NEG_STEP] * g) / denom; /* the gradient, weighted by mu_t */
+    real denom = HALF(HALF(sqrt(HALF(v / k[K_BC2]))) + k[K_EPS]);
+    p = HALF(p + (k[K_NEG_STEP] * g) / denom); /* the gradient, weighted by mu_t */
     *P = p + (k[K_NEG_STEP_NEXT] * m) / denom; /* the moment, weighted by mu_{t+1} */
 }
