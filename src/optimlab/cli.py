@@ -13,7 +13,7 @@ import sys
 
 # name -> module defining HELP, configure(parser), run(args)
 COMMANDS: dict[str, str] = {
-    "bench": "optimlab.kernels.bench",
+    "bench": "optimlab.bench",
     "lab": "optimlab.lab.cli",
     "schedule": "optimlab.schedules.cli",
 }

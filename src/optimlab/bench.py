@@ -195,7 +195,7 @@ def _ms(seconds: float | None) -> str:
 
 
 def _meta(threads: int) -> dict:
-    from . import cpu
+    from .kernels import cpu
 
     isa = cpu._optim.isa() if cpu.AVAILABLE else "not built: " + cpu.UNAVAILABLE
     return {"torch": torch.__version__, "threads": threads, "kernels": isa}

@@ -7,8 +7,7 @@ import json
 import pytest
 import torch
 
-from optimlab import cli
-from optimlab.kernels import bench
+from optimlab import bench, cli
 from optimlab.kernels import cpu as cpu_kernels
 
 
