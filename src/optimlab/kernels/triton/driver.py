@@ -1,0 +1,220 @@
+"""The generic multi-tensor driver: two ``@triton.jit`` kernels that run any optimizer of
+:mod:`.updates` over a plan's table in device memory.
+
+``prepare`` (one small launch per step, a program per ``ROWS`` rows) does what is done
+once per tensor: it advances each active row's counters (``step += 1`` in the counter's
+own dtype, NAdam's ``mu_product *= mu_t``), unless ``found_inf`` is set, and writes the
+row's scalars (``updates.SCALARS``: bias corrections, NAdam's weights, Adagrad's decayed
+lr) in float64, computed from the advanced counters as ``optim.c`` computes them.
+
+``step`` (one launch per dtype) runs one program per *chunk*, a ``(row, start)`` pair of
+the chunk table (as torch's ``multi_tensor_apply``): it loads CHUNK elements of the row's
+param, grad and state slots in their storage dtype, unscales the grad (``grad_scale``,
+written back as torch's fused kernels do), calls the optimizer's update in float32
+(float64 for float64 rows), and stores.  A row without a grad, or any row when
+``found_inf`` is nonzero, masks every load and store off: an overflow skips the step on
+the device, with no host sync.
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+from .. import ROW_FIELDS
+from ..plan import ACTIVE, MU_F64, ROW, STEP_F64
+from .updates import SCALARS, div, nadam_mu
+
+__all__ = ["BLOCK", "CHUNK", "ROWS", "prepare", "step"]
+
+NFIELDS = tl.constexpr(len(ROW_FIELDS))
+NK = tl.constexpr(len(SCALARS))
+COL_PARAM, COL_GRAD, COL_NUMEL = (tl.constexpr(ROW[c]) for c in ("param", "grad", "numel"))
+COL_SLOT0, COL_SLOT1, COL_SLOT2 = (tl.constexpr(ROW[f"slot{i}"]) for i in range(3))
+COL_STEP, COL_MU, COL_FLAGS = (tl.constexpr(ROW[c]) for c in ("step", "mu_product", "flags"))
+ROW_ACTIVE, ROW_STEP_F64, ROW_MU_F64 = (tl.constexpr(f) for f in (ACTIVE, STEP_F64, MU_F64))
+
+ROWS = 128  # rows per program of `prepare`
+BLOCK = 1024  # elements per iteration of a `step` program
+CHUNK = 4 * BLOCK  # elements per `step` program: one chunk of the chunk table
+
+
+@triton.jit
+def _f64(x):
+    """A float64 scalar argument as a float64 value (the interpreter keeps it a Python
+    float, which arithmetic with an integer would round to float32)."""
+    return tl.full((), x, tl.float64)
+
+
+@triton.jit
+def _pointer(at, column, DTYPE: tl.constexpr):
+    """The data pointer in ``column`` of the row(s) at ``at``, as a pointer to DTYPE."""
+    return tl.load(at + column).to(tl.pointer_type(DTYPE), bitcast=True)
+
+
+@triton.jit
+def _load(ptr, mask, MATH: tl.constexpr):
+    """The elements at ``ptr`` in the math type (bfloat16 widened by its bits: exact)."""
+    if ptr.dtype.element_ty == tl.bfloat16:
+        bits = tl.load(ptr.to(tl.pointer_type(tl.uint16), bitcast=True), mask=mask)
+        return (bits.to(tl.uint32) << 16).to(tl.float32, bitcast=True)
+    else:
+        return tl.load(ptr, mask=mask).to(MATH)
+
+
+@triton.jit
+def _store(ptr, value, mask):
+    """Store ``value`` rounded to the element type at ``ptr``.  bfloat16 rounds to nearest
+    even with NaN kept quiet, as c10::BFloat16 (and the GPU's cvt.rn) do, written out
+    because Triton's interpreter truncates in its cast."""
+    if ptr.dtype.element_ty == tl.bfloat16:
+        bits = value.to(tl.uint32, bitcast=True)
+        bits = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16
+        bits = tl.where(value != value, 0x7FC0, bits)
+        tl.store(ptr.to(tl.pointer_type(tl.uint16), bitcast=True), bits.to(tl.uint16), mask=mask)
+    else:
+        tl.store(ptr, value.to(ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _advance(address, is_f64, live, mu, MULTIPLY: tl.constexpr):
+    """Advance a float32 or float64 counter of each live row: ``+= 1`` or ``*= mu``, in the
+    counter's own dtype (as the reference's tensor ops do); return its new value."""
+    at32 = address.to(tl.pointer_type(tl.float32), bitcast=True)
+    at64 = address.to(tl.pointer_type(tl.float64), bitcast=True)
+    v32 = tl.load(at32, mask=live & ~is_f64, other=0.0)
+    v64 = tl.load(at64, mask=live & is_f64, other=0.0)
+    if MULTIPLY:
+        v32 = v32 * mu.to(tl.float32)
+        v64 = v64 * mu
+    else:
+        v32 = v32 + 1
+        v64 = v64 + 1
+    tl.store(at32, v32, mask=live & ~is_f64)
+    tl.store(at64, v64, mask=live & is_f64)
+    return tl.where(is_f64, v64, v32.to(tl.float64))
+
+
+@triton.jit
+def prepare(
+    table, nrows, scalars, fresh, fresh_now, found_inf, lr_ptr, wd_ptr,
+    lr: tl.float64, weight_decay: tl.float64, momentum: tl.float64, dampening: tl.float64,
+    alpha: tl.float64, eps: tl.float64, beta1: tl.float64, beta2: tl.float64,
+    lr_decay: tl.float64, momentum_decay: tl.float64,
+    SCHEDULE: tl.constexpr, COUNTERS: tl.constexpr, FLAGS: tl.constexpr,
+    ROWS: tl.constexpr,
+):  # fmt: skip
+    r = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
+    inside = r < nrows
+    at = table + r * NFIELDS
+    flags = tl.load(at + COL_FLAGS, mask=inside, other=0)
+    live = (flags & ROW_ACTIVE) != 0
+    if found_inf is not None:
+        live = live & (tl.load(found_inf) == 0)
+    # a lazy slot (SGD's buffer) takes the gradient at the first step that really happens
+    was_fresh = tl.load(fresh + r, mask=inside, other=0)
+    tl.store(fresh_now + r, tl.where(live, was_fresh, 0), mask=inside)
+    tl.store(fresh + r, tl.where(live, 0, was_fresh), mask=inside)
+
+    lr = _f64(lr)
+    if lr_ptr is not None:  # a tensor lr, read on the device (capturable)
+        lr = tl.load(lr_ptr).to(tl.float64)
+    weight_decay = _f64(weight_decay)
+    if wd_ptr is not None:
+        weight_decay = tl.load(wd_ptr).to(tl.float64)
+    h = (lr, weight_decay, _f64(momentum), _f64(dampening), _f64(alpha), _f64(eps),
+         _f64(beta1), _f64(beta2), _f64(lr_decay), _f64(momentum_decay))  # fmt: skip
+
+    t = tl.zeros((ROWS,), tl.float64)
+    mp = t
+    if COUNTERS >= 1:
+        step_f64 = (flags & ROW_STEP_F64) != 0
+        t = _advance(tl.load(at + COL_STEP, mask=live, other=0), step_f64, live, t, False)
+    if COUNTERS >= 2:
+        mu_f64 = (flags & ROW_MU_F64) != 0
+        mu = nadam_mu(h, t)
+        mp = _advance(tl.load(at + COL_MU, mask=live, other=0), mu_f64, live, mu, True)
+    neg_step, neg_step_next, sqrt_bc2, bc2 = SCHEDULE(t, mp, h, FLAGS)
+
+    out = scalars + r * NK
+    values = (-lr, weight_decay, h[2], 1 - h[3], neg_step, neg_step_next, h[5], h[4],
+              1 - h[4], 1 - lr * weight_decay, 1 - h[6], h[7], 1 - h[7], sqrt_bc2, bc2)  # fmt: skip
+    for i in tl.static_range(NK):
+        tl.store(out + i, values[i], mask=inside)
+
+
+@triton.jit
+def _row_scalars(at, MATH: tl.constexpr):
+    """A row's scalars (``updates.SCALARS``), rounded to the math type as optim.c does."""
+    return (
+        tl.load(at + 0).to(MATH), tl.load(at + 1).to(MATH), tl.load(at + 2).to(MATH),
+        tl.load(at + 3).to(MATH), tl.load(at + 4).to(MATH), tl.load(at + 5).to(MATH),
+        tl.load(at + 6).to(MATH), tl.load(at + 7).to(MATH), tl.load(at + 8).to(MATH),
+        tl.load(at + 9).to(MATH), tl.load(at + 10).to(MATH), tl.load(at + 11).to(MATH),
+        tl.load(at + 12).to(MATH), tl.load(at + 13).to(MATH), tl.load(at + 14).to(MATH),
+    )  # fmt: skip
+
+
+@triton.jit
+def _block(arrays, offsets, mask, k, fresh, scale, UPDATE: tl.constexpr, FLAGS: tl.constexpr,
+           V: tl.constexpr, MATH: tl.constexpr):  # fmt: skip
+    """One block of a row: load, unscale the grad, update, store."""
+    param, grad, slot0, slot1, slot2 = arrays
+    p = _load(param + offsets, mask, MATH)
+    g = _load(grad + offsets, mask, MATH)
+    if scale is not None:  # GradScaler: unscale, and keep the unscaled grad
+        g = div(g, scale)
+        _store(grad + offsets, g, mask)
+    s0, s1, s2 = p, p, p  # placeholders for the slots the update does not have
+    if V & 1:
+        s0 = _load(slot0 + offsets, mask, MATH)
+    if V & 2:
+        s1 = _load(slot1 + offsets, mask, MATH)
+    if V & 4:
+        s2 = _load(slot2 + offsets, mask, MATH)
+    p, s0, s1, s2 = UPDATE(p, g, s0, s1, s2, k, fresh, FLAGS, V)
+    _store(param + offsets, p, mask)
+    if V & 1:
+        _store(slot0 + offsets, s0, mask)
+    if V & 2:
+        _store(slot1 + offsets, s1, mask)
+    if V & 4:
+        _store(slot2 + offsets, s2, mask)
+
+
+@triton.jit
+def step(
+    table, chunks, scalars, fresh_now, found_inf, grad_scale,
+    UPDATE: tl.constexpr, FLAGS: tl.constexpr, V: tl.constexpr, DTYPE: tl.constexpr,
+    MATH: tl.constexpr, ALIGNED: tl.constexpr, CHUNK: tl.constexpr, BLOCK: tl.constexpr,
+):  # fmt: skip
+    tl.static_assert(NK == 15)
+    chunk = tl.program_id(0)
+    row = tl.load(chunks + 2 * chunk)
+    start = tl.load(chunks + 2 * chunk + 1)
+    at = table + row * NFIELDS
+    live = (tl.load(at + COL_FLAGS) & ROW_ACTIVE) != 0
+    if found_inf is not None:
+        live = live & (tl.load(found_inf) == 0)
+    end = tl.where(live, tl.minimum(tl.load(at + COL_NUMEL), start + CHUNK), start)
+    param = _pointer(at, COL_PARAM, DTYPE)
+    grad = _pointer(at, COL_GRAD, DTYPE)
+    slot0 = _pointer(at, COL_SLOT0, DTYPE)
+    slot1 = _pointer(at, COL_SLOT1, DTYPE)
+    slot2 = _pointer(at, COL_SLOT2, DTYPE)
+    if ALIGNED:  # every array starts on 16 bytes: whole blocks load and store as vectors
+        param, grad = tl.multiple_of(param, 16), tl.multiple_of(grad, 16)
+        slot0, slot1 = tl.multiple_of(slot0, 16), tl.multiple_of(slot1, 16)
+        slot2, start = tl.multiple_of(slot2, 16), tl.multiple_of(start, CHUNK)
+    arrays = (param, grad, slot0, slot1, slot2)
+    k = _row_scalars(scalars + row * NK, MATH)
+    fresh = tl.load(fresh_now + row) != 0
+    scale = None
+    if grad_scale is not None:
+        scale = tl.load(grad_scale).to(MATH)
+    whole = start + (end - start) // BLOCK * BLOCK
+    for first in tl.range(start, whole, BLOCK):  # whole blocks, unmasked
+        _block(arrays, first + tl.arange(0, BLOCK), None, k, fresh, scale, UPDATE, FLAGS, V, MATH)
+    for first in tl.range(whole, end, BLOCK):  # the row's last, partial block
+        offsets = first + tl.arange(0, BLOCK)
+        _block(arrays, offsets, offsets < end, k, fresh, scale, UPDATE, FLAGS, V, MATH)
