@@ -79,6 +79,83 @@ def test_kill_during_saves_never_leaves_a_damaged_checkpoint(tmp_path):
         assert torch.all(state["payload"] == float(state["i"]))
         seen.add(state["i"])
     assert len(seen) > 1  # the loop did overwrite the file between kills
+    ckpt.save(path, {"i": -1})  # and the next save removes what the kills left
+    assert [p.name for p in tmp_path.iterdir()] == ["run.ckpt"]
+
+
+# writes half a checkpoint, then waits (to be killed) with its temporary file open
+HALF_WRITER = """
+import sys, time, optimlab.checkpoint as ckpt
+def write(file):
+    file.write(b"half a checkpoint")
+    file.flush()
+    print("writing", flush=True)
+    time.sleep(600)
+ckpt.atomic_write(sys.argv[1], write)
+"""
+
+
+def _temporaries(folder) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.endswith(".tmp"))
+
+
+def _half_writer(path) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-c", HALF_WRITER, str(path)], stdout=subprocess.PIPE)
+    assert proc.stdout.readline().strip() == b"writing"
+    return proc
+
+
+@pytest.mark.slow
+def test_next_save_removes_a_killed_saves_debris_but_not_a_live_writers_file(tmp_path):
+    path = tmp_path / "run.ckpt"
+    ckpt.save(path, {"i": 0})
+    live = _half_writer(path)  # another process saving the same path right now
+    try:
+        killed = _half_writer(path)  # (whose own save left the live writer's file alone)
+        killed.send_signal(signal.SIGKILL)
+        killed.wait()
+        debris, writing = (
+            [name for name in _temporaries(tmp_path) if f".{proc.pid}-" in name]
+            for proc in (killed, live)
+        )
+        assert len(debris) == 1 and len(writing) == 1
+        ckpt.save(path, {"i": 1})
+        assert _temporaries(tmp_path) == writing  # the live writer's file is still there
+        assert ckpt.load(path)["i"] == 1
+    finally:
+        live.send_signal(signal.SIGKILL)
+        live.wait()
+    ckpt.save(path, {"i": 2})
+    assert [p.name for p in tmp_path.iterdir()] == ["run.ckpt"]
+
+
+def test_temporaries_whose_writer_cannot_be_asked_go_when_a_day_old(tmp_path):
+    """A writer on another host (or a name without a writer, from an older optimlab)
+    cannot be checked: its file goes once untouched for STALE_AFTER_SECONDS."""
+    path = tmp_path / "run.ckpt"
+    other_host = "1234-" + ("0" * 8 if ckpt._HOST != "0" * 8 else "1" * 8)
+    names = {
+        f".run.ckpt.{other_host}.abcd_123.tmp": "old",  # removed
+        f".run.ckpt.{other_host}.efgh_456.tmp": "new",  # kept: may be writing
+        ".run.ckpt.ijkl_789.tmp": "old",  # removed (an older optimlab's name)
+        ".run.ckpt.mnop_012.tmp": "new",  # kept
+        f".run.ckpt.{os.getpid()}-{ckpt._HOST}.qrst_345.tmp": "new",  # kept: this process
+        f".run.ckpt.old.{other_host}.uvwx_678.tmp": "old",  # kept: another target's
+        ".notes.tmp": "old",  # kept: not a checkpoint's temporary
+    }
+    day_and_a_bit = ckpt.STALE_AFTER_SECONDS + 60
+    for name, age in names.items():
+        (tmp_path / name).write_bytes(b"x")
+        if age == "old":
+            mtime = time.time() - day_and_a_bit
+            os.utime(tmp_path / name, (mtime, mtime))
+    removed = ckpt.remove_stale_temporaries(path)
+    assert sorted(p.name for p in removed) == sorted(
+        [f".run.ckpt.{other_host}.abcd_123.tmp", ".run.ckpt.ijkl_789.tmp"]
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        name for name in names if tmp_path.joinpath(name) not in removed
+    )
 
 
 @pytest.mark.parametrize(
