@@ -5,11 +5,11 @@ Each update follows torch's own foreach implementation (``_multi_tensor_<name>``
 ``torch.optim.<Name>(foreach=True)``; the lecture's forms (the velocity of SGD, ``eps``
 inside the root, Adam without bias correction) are the same ops with one line changed.
 Tensors are grouped by device and dtype as torch groups them; complex tensors are
-stepped as real views of their (real, imag) pairs, as torch does.
+stepped as real views of their (real, imag) pairs where torch's foreach path does so.
 
 Under ``torch.compile`` the step traces into one graph: nothing calls ``.item()`` then
-(step counters and a tensor ``lr`` stay tensors, per-tensor scalars are stacked into one
-tensor, as in torch), so a learning rate that a schedule writes into a tensor ``lr``
+(step counters and a tensor ``lr`` stay tensors, and so do the per-tensor scalars
+computed from them), so a learning rate that a schedule writes into a tensor ``lr``
 changes no guard and causes no recompile.
 """
 
@@ -73,8 +73,14 @@ def run(
             {key: [state[key] for state in mine] for key in call.counters},
             [id(params[i]) in fresh for i in indices],
         )
-        _view_as_real(tensors.params, tensors.grads, *filter(None, slots))
+        if call.name not in COMPLEX_ARITHMETIC:
+            _view_as_real(tensors.params, tensors.grads, *filter(None, slots))
         update(tensors, call.hyper, flags)
+
+
+# torch's foreach SGD steps complex tensors in complex arithmetic (the other updates, and
+# its for-loop SGD, on real views): the last bit can differ, so follow it
+COMPLEX_ARITHMETIC = {"sgd"}
 
 
 def _view_as_real(params: list[Tensor], *others: list[Tensor]) -> None:
@@ -98,9 +104,20 @@ def _value(x: Any) -> Any:
     return x.item() if isinstance(x, Tensor) and not _compiling() else x
 
 
-def _stacked(scalars: list[Any]) -> Any:
-    """Per-tensor scalars: a list of numbers, or while compiling one tensor (as torch)."""
-    return torch.stack(scalars) if scalars and isinstance(scalars[0], Tensor) else scalars
+def _addcdiv_(
+    targets: list[Tensor], numerators: list[Tensor], denominators: list[Tensor], scale: Any
+) -> None:
+    """``targets += scale * numerators / denominators``; ``scale``: one number for all, or a
+    list of one per tensor.  While compiling, tensor scales multiply the numerators first:
+    torch's foreach ops take only host numbers as scales (torch passes a stacked tensor
+    of them, which fake-tensor tracing refuses on CPU: "Expected scalars to be on CPU")."""
+    scales = scale if isinstance(scale, list) else [scale]
+    if scales and isinstance(scales[0], Tensor) and _compiling():
+        torch._foreach_addcdiv_(targets, torch._foreach_mul(numerators, scale), denominators)
+    elif isinstance(scale, list):
+        torch._foreach_addcdiv_(targets, numerators, denominators, scale)
+    else:
+        torch._foreach_addcdiv_(targets, numerators, denominators, value=scale)
 
 
 def _add_scaled(targets: list[Tensor], tensors: list[Tensor], scale: Any, *, out: bool = False):
@@ -215,10 +232,8 @@ def _rmsprop(t: Tensors, h: dict[str, Any], flags: frozenset) -> None:
         torch._foreach_mul_(bufs, h["momentum"])
         torch._foreach_addcdiv_(bufs, grads, std)
         _add_scaled(t.params, bufs, -lr)
-    elif isinstance(lr, Tensor) and _compiling():
-        torch._foreach_addcdiv_(t.params, grads, std, (-lr).expand(len(std)))
     else:
-        torch._foreach_addcdiv_(t.params, grads, std, value=-lr)  # w = w - lr * dw / std
+        _addcdiv_(t.params, grads, std, -lr)  # w = w - lr * dw / std
 
 
 def _adam(t: Tensors, h: dict[str, Any], flags: frozenset) -> None:
@@ -238,14 +253,14 @@ def _adam(t: Tensors, h: dict[str, Any], flags: frozenset) -> None:
     else:
         bias_correction1 = bias_correction2 = [1.0] * len(steps)
     # w = w - lr * (m / bc1) / (sqrt(v / bc2) + eps), the scalars folded out as torch does
-    step_size = _stacked([(lr / bc) * -1 for bc in bias_correction1])
+    step_size = [(lr / bc) * -1 for bc in bias_correction1]
     if max_exp_avg_sqs is not None:
         torch._foreach_maximum_(max_exp_avg_sqs, exp_avg_sqs)
         exp_avg_sqs = max_exp_avg_sqs
     denom = torch._foreach_sqrt(exp_avg_sqs)
     torch._foreach_div_(denom, [bc**0.5 for bc in bias_correction2])
     torch._foreach_add_(denom, h["eps"])
-    torch._foreach_addcdiv_(t.params, exp_avgs, denom, step_size)
+    _addcdiv_(t.params, exp_avgs, denom, step_size)
 
 
 def _nadam(t: Tensors, h: dict[str, Any], flags: frozenset) -> None:
@@ -272,8 +287,8 @@ def _nadam(t: Tensors, h: dict[str, Any], flags: frozenset) -> None:
         (lr * mu_next / (1.0 - p * mu_next)) * -1
         for p, mu_next in zip(products, mu_nexts, strict=True)
     ]
-    torch._foreach_addcdiv_(t.params, grads, denom, _stacked(grad_steps))
-    torch._foreach_addcdiv_(t.params, exp_avgs, denom, _stacked(moment_steps))
+    _addcdiv_(t.params, grads, denom, grad_steps)
+    _addcdiv_(t.params, exp_avgs, denom, moment_steps)
 
 
 UPDATES = {"sgd": _sgd, "adagrad": _adagrad, "rmsprop": _rmsprop, "adam": _adam, "nadam": _nadam}
