@@ -32,6 +32,7 @@ from torch import Tensor
 
 from ..kernels import KernelCall
 from ..kernels import cpu as cpu_kernels
+from ..kernels import foreach as foreach_kernels
 from ..kernels import plan as kernel_plan
 
 __all__ = ["Route", "cached_plan", "check_fused", "routes", "step_group"]
@@ -50,7 +51,8 @@ CPU = Route("optimlab.kernels.cpu.backend", frozenset({"cpu"}), True)
 TRITON = Route("optimlab.kernels.triton.backend", frozenset({"cuda"}), True)
 FOREACH = Route("optimlab.kernels.foreach", None, False)
 FOREACH_OFF_CPU = FOREACH._replace(skip_cpu=True)
-_BACKENDS: dict[str, Any] = {}
+# foreach is imported up front: it is torch.compile's route, and dynamo cannot trace an import
+_BACKENDS: dict[str, Any] = {FOREACH.module: foreach_kernels}
 
 
 def _backend(route: Route) -> Any:
@@ -141,7 +143,7 @@ def step_group(
             params = _step_planned(opt, route, backend, index, group, call, params,
                                    grad_scale, found_inf)
         else:
-            params = _step_lists(opt, route, backend, group, call, params, grad_scale)
+            params = _step_lists(opt, route, backend, group, call, params, grad_scale, found_inf)
     return params
 
 
@@ -221,11 +223,36 @@ def _step_lists(
     call: KernelCall,
     params: list,
     grad_scale: Tensor | None,
+    found_inf: Tensor | None,
 ) -> list[Tensor]:
     taken, rest = _partition(opt, route, backend, group, call, params)
     taken = [p for p in taken if p.grad is not None]
-    if taken:
-        fresh = opt._prepare_state(taken, group, call, backend.COUNTERS)
-        states = [opt.state[p] if opt._has_state(group) else {} for p in taken]
-        backend.run(call, taken, [p.grad for p in taken], states, fresh, grad_scale)
+    # list backends step unconditionally: an inf/NaN in the scaled grads (found_inf on a
+    # device; the step returned early for a CPU one) skips them, read on the host
+    if not taken or (found_inf is not None and bool(found_inf)):
+        return rest
+    if (
+        torch.compiler.is_compiling()
+        and opt._has_state(group)
+        and any(param not in opt.state for param in taken)
+    ):
+        _run_lists_eagerly(opt, backend, group, call, taken, grad_scale)
+    else:
+        _run_lists(opt, backend, group, call, taken, grad_scale)
     return rest
+
+
+def _run_lists(
+    opt: Any, backend: Any, group: dict, call: KernelCall, params: list, grad_scale: Any
+) -> None:
+    fresh = opt._prepare_state(params, group, call, backend.COUNTERS)
+    states = [opt.state[p] if opt._has_state(group) else {} for p in params]
+    backend.run(call, params, [p.grad for p in params], states, fresh, grad_scale)
+
+
+# Under torch.compile, a step that creates state runs eagerly: dynamo cannot trace the
+# creation (optimizer.state is a defaultdict), and a graph traced around it would serve
+# one step only.  From the next step on the state exists, and the whole step is one graph
+# (torch's optimizers keep state creation out of their graphs too: dynamo runs their
+# _init_group eagerly).
+_run_lists_eagerly = torch.compiler.disable(_run_lists)
