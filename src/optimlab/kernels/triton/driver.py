@@ -109,8 +109,8 @@ def prepare(
     at = table + r * NFIELDS
     flags = tl.load(at + COL_FLAGS, mask=inside, other=0)
     live = (flags & ROW_ACTIVE) != 0
-    if found_inf is not None:
-        live = live & (tl.load(found_inf) == 0)
+    if found_inf is not None:  # read by each row: a scalar bool would not broadcast in
+        live = live & (tl.load(found_inf + 0 * r) == 0)  # Triton's interpreter (3.9)
     # a lazy slot (SGD's buffer) takes the gradient at the first step that really happens
     was_fresh = tl.load(fresh + r, mask=inside, other=0)
     tl.store(fresh_now + r, tl.where(live, was_fresh, 0), mask=inside)

@@ -199,20 +199,20 @@ def nadam(p, g, s0, s1, s2, k, fresh, FLAGS: tl.constexpr, V: tl.constexpr):
 
 @triton.jit
 def _pow(x, y):
-    """``x ** y`` for a scalar base in [0, 1] and exponents ``y >= 0`` (float64).
+    """``x ** y`` for a scalar base in [0, 1] and a vector of exponents ``y >= 0`` (float64).
 
-    Triton has no pow its interpreter can run.  A whole ``y`` below 2**32 (a step count)
-    is raised by squaring: exact for y <= 2, within a few ulps beyond, where the
-    bias corrections 1 - x**t amplify an error most; any other ``y`` takes
-    exp2(y * log2(x)).
+    Triton has no pow its interpreter can run.  Whole exponents below 2**32 (step counts)
+    are raised by squaring: exact for y <= 2 and within a few ulps beyond, where the bias
+    corrections 1 - x**t amplify an error most; any other ``y`` takes exp2(y * log2(x)).
     """
     whole = (y == tl.floor(y)) & (y < 4294967296.0)
     n = tl.where(whole, y, 0.0).to(tl.int64)
     result = tl.full(y.shape, 1.0, tl.float64)
     base = x
-    for bit in tl.static_range(32):
-        result = tl.where(((n >> bit) & 1) != 0, result * base, result)
+    while tl.max(n, axis=0) > 0:
+        result = tl.where((n & 1) != 0, result * base, result)
         base = base * base
+        n = n >> 1
     return tl.where(whole, result, tl.exp2(y * tl.log2(x)))
 
 
