@@ -67,6 +67,23 @@ def test_foreach_matches_torch_foreach_bitwise(case, dtype, pattern, stepped):
     _assert_same_state(opt_a, opt_b, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("case", TORCH_CASES, ids=case_id)
+def test_grads_are_not_written(case):
+    """Only read (torch's foreach Nesterov SGD writes g + mu * b into p.grad when neither
+    maximize nor weight decay gave it a copy; optimlab's does not)."""
+    name, kwargs = case
+    params = _params(torch.float32)
+    opt = ours(name, params, kwargs, foreach=True)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        grads = [torch.randn(p.shape, generator=gen) for p in params]
+        for p, g in zip(params, grads, strict=True):
+            p.grad = g.clone()
+        opt.step()
+        for p, g in zip(params, grads, strict=True):
+            assert torch.equal(p.grad, g)
+
+
 LOOKAHEAD_CASES = [
     ("SGD", dict(lr=0.05, momentum=0.9, nesterov=True, nesterov_form="lookahead")),
     ("SGD", dict(lr=0.05, momentum=0.9, nesterov=True, nesterov_form="lookahead",
@@ -273,11 +290,38 @@ def test_found_inf_skips_the_step_by_itself():
     assert torch.equal(p.grad, torch.full((4,), 0.5))
 
 
-def test_foreach_off_leaves_the_group_to_other_backends(stepped):
+@pytest.mark.parametrize("choice", [dict(foreach=False), dict(foreach=None, fused=False)])
+def test_foreach_off_leaves_the_group_to_other_backends(choice, stepped):
     """foreach=False never reaches this backend; foreach=None reaches it only off the CPU."""
-    for choice in (False, None):
-        p = torch.ones(3, requires_grad=True)
-        opt = optimlab.Adam([p], foreach=choice)
-        p.grad = torch.ones(3)
-        opt.step()
+    p = torch.ones(3, requires_grad=True)
+    opt = optimlab.Adam([p], **choice)
+    p.grad = torch.ones(3)
+    opt.step()
     assert stepped[0] == 0
+
+
+@pytest.mark.parametrize(
+    ("dtype", "storage"),
+    [
+        (torch.float32, dict(state_precision="bf16")),
+        (torch.float32, dict(state_precision="8bit")),
+        (torch.bfloat16, dict(state_precision="fp32")),
+        (torch.bfloat16, dict(param_rounding="kahan")),
+    ],
+    ids=["bf16 state", "8bit state", "fp32 state of bf16", "kahan"],
+)
+def test_stored_formats_take_the_reference_path(dtype, storage, stepped):
+    """The foreach ops keep state and params in the param's dtype: other formats are
+    refused, and the reference path steps them (the same result as fused=False)."""
+    gen = torch.Generator().manual_seed(2)
+    init = torch.randn(5000, generator=gen).to(dtype)
+    a, b = init.clone().requires_grad_(), init.clone().requires_grad_()
+    opt_a = optimlab.Adam([a], lr=0.01, foreach=True, **storage)
+    opt_b = optimlab.Adam([b], lr=0.01, fused=False, **storage)
+    for _ in range(3):
+        grad = torch.randn(5000, generator=gen).to(dtype)
+        a.grad, b.grad = grad.clone(), grad.clone()
+        opt_a.step()
+        opt_b.step()
+    assert stepped[0] == 0
+    torch.testing.assert_close(a, b, rtol=0, atol=0)

@@ -35,6 +35,21 @@ def problem(param: Tensor, state: Mapping[str, Any] | None, call: KernelCall) ->
         return "sparse tensors (torch's foreach ops take dense tensors only)"
     if not (param.is_floating_point() or param.is_complex()):
         return f"a {param.dtype} parameter (not a floating-point or complex dtype)"
+    return _stored(param, call)
+
+
+def _stored(param: Tensor, call: KernelCall) -> str:
+    """Why ``param`` or its state is stored in a format the foreach ops cannot keep."""
+    precision = getattr(call, "state_precision", None)
+    rounding = getattr(call, "param_rounding", "nearest")
+    if precision is None and rounding == "nearest":
+        return ""
+    from . import storage
+
+    if storage.state_format(param, precision) is not None:
+        return f"state_precision={precision!r} (foreach keeps state in the param's dtype)"
+    if storage.param_mode(param, rounding) != "nearest":
+        return f"param_rounding={rounding!r} (foreach rounds params to nearest)"
     return ""
 
 
@@ -78,8 +93,8 @@ def run(
         update(tensors, call.hyper, flags)
 
 
-# torch's foreach SGD steps complex tensors in complex arithmetic (the other updates, and
-# its for-loop SGD, on real views): the last bit can differ, so follow it
+# torch's SGD steps complex tensors in complex arithmetic, its other optimizers on real
+# views of them: the last bit can differ, so do as torch does
 COMPLEX_ARITHMETIC = {"sgd"}
 
 
