@@ -432,6 +432,32 @@ def test_optimlab_kernels_triton_does_not_import_triton():
     assert not [name for name in importers if os.path.join("kernels", "triton") in name]
 
 
+_BROKEN_TRITON = """
+import sys
+class Block:  # triton is installed but does not load
+    def find_spec(self, name, path=None, target=None):
+        if name == "triton.language":
+            raise ImportError("blocked for the test")
+sys.meta_path.insert(0, Block())
+import optimlab.kernels.triton as kernels
+try:
+    import optimlab.kernels.triton.backend
+except ImportError as error:
+    print(kernels.AVAILABLE, error)
+"""
+
+
+def test_a_triton_that_does_not_load_says_why():
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _BROKEN_TRITON], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == (
+        "False triton cannot be imported (ImportError('blocked for the test'))"
+    )
+
+
 @pytest.mark.skipif(DEVICE != "cuda", reason="CUDA graphs need a CUDA device")
 def test_step_captured_in_a_cuda_graph():
     """capturable: static grads and a tensor lr; replays step like eager steps."""

@@ -17,7 +17,7 @@ import importlib.metadata
 import importlib.util
 import os
 
-__all__ = ["AVAILABLE", "INTERPRET", "MIN_VERSION", "UNAVAILABLE"]
+__all__ = ["AVAILABLE", "INTERPRET", "MIN_VERSION", "UNAVAILABLE", "unusable"]
 
 # tuples as values of jit functions, tl.fdiv(ieee_rounding=...), sqrt_rn, fp64 annotations
 MIN_VERSION = (3, 2)
@@ -40,3 +40,10 @@ def _why_not() -> str:
 
 UNAVAILABLE = _why_not()
 AVAILABLE = not UNAVAILABLE
+
+
+def unusable(reason: str) -> str:
+    """Record that triton turned out not to load (``backend`` calls it); return ``reason``."""
+    global AVAILABLE, UNAVAILABLE
+    AVAILABLE, UNAVAILABLE = False, reason
+    return reason

@@ -18,15 +18,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from . import AVAILABLE, INTERPRET, UNAVAILABLE
+import torch
+from torch import Tensor
+
+from . import AVAILABLE, INTERPRET, UNAVAILABLE, unusable
 
 if not AVAILABLE:  # dispatch reads an ImportError as "no Triton backend here"
     raise ImportError(UNAVAILABLE)
-
-import torch
-import triton
-import triton.language as tl
-from torch import Tensor
+try:
+    import triton
+    import triton.language as tl
+except Exception as error:  # installed, but it does not load here
+    raise ImportError(unusable(f"triton cannot be imported ({error!r})")) from error
 
 from .. import CALL_FLAGS, HYPER_FIELDS, KernelCall
 from .. import plan as plans

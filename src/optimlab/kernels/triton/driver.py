@@ -23,7 +23,17 @@ import triton.language as tl
 
 from .. import ROW_FIELDS
 from ..plan import ACTIVE, MU_F64, ROW, STEP_F64
-from .updates import SCALARS, div, nadam_mu
+from .updates import (
+    H_ALPHA,
+    H_BETA1,
+    H_BETA2,
+    H_DAMPENING,
+    H_EPS,
+    H_MOMENTUM,
+    SCALARS,
+    div,
+    nadam_mu,
+)
 
 __all__ = ["BLOCK", "CHUNK", "ROWS", "prepare", "step"]
 
@@ -136,11 +146,13 @@ def prepare(
         mp = _advance(tl.load(at + COL_MU, mask=live, other=0), mu_f64, live, mu, True)
     neg_step, neg_step_next, sqrt_bc2, bc2 = SCHEDULE(t, mp, h, FLAGS)
 
-    out = scalars + r * NK
-    values = (-lr, weight_decay, h[2], 1 - h[3], neg_step, neg_step_next, h[5], h[4],
-              1 - h[4], 1 - lr * weight_decay, 1 - h[6], h[7], 1 - h[7], sqrt_bc2, bc2)  # fmt: skip
+    values = (  # in the order of updates.SCALARS
+        -lr, weight_decay, h[H_MOMENTUM], 1 - h[H_DAMPENING], neg_step, neg_step_next,
+        h[H_EPS], h[H_ALPHA], 1 - h[H_ALPHA], 1 - lr * weight_decay, 1 - h[H_BETA1],
+        h[H_BETA2], 1 - h[H_BETA2], sqrt_bc2, bc2,
+    )  # fmt: skip
     for i in tl.static_range(NK):
-        tl.store(out + i, values[i], mask=inside)
+        tl.store(scalars + r * NK + i, values[i], mask=inside)
 
 
 @triton.jit
@@ -202,10 +214,11 @@ def step(
     slot0 = _pointer(at, COL_SLOT0, DTYPE)
     slot1 = _pointer(at, COL_SLOT1, DTYPE)
     slot2 = _pointer(at, COL_SLOT2, DTYPE)
+    start = tl.multiple_of(start, CHUNK)
     if ALIGNED:  # every array starts on 16 bytes: whole blocks load and store as vectors
         param, grad = tl.multiple_of(param, 16), tl.multiple_of(grad, 16)
         slot0, slot1 = tl.multiple_of(slot0, 16), tl.multiple_of(slot1, 16)
-        slot2, start = tl.multiple_of(slot2, 16), tl.multiple_of(start, CHUNK)
+        slot2 = tl.multiple_of(slot2, 16)
     arrays = (param, grad, slot0, slot1, slot2)
     k = _row_scalars(scalars + row * NK, MATH)
     fresh = tl.load(fresh_now + row) != 0
