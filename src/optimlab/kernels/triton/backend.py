@@ -41,8 +41,9 @@ __all__ = ["COUNTERS", "DEVICES", "NAME", "PLANNED", "Plan", "problem", "run"]
 NAME = "triton"
 PLANNED = True  # a cached table per group (kernels/plan.py), re-validated every step
 COUNTERS = "param"  # step counters on the params' device, as torch's fused optimizers keep them
-# the interpreter runs the kernels on CPU tensors (the test suite's way without a GPU)
-DEVICES = frozenset({"cuda", "cpu"} if INTERPRET else {"cuda"})
+# Triton's interpreter runs the kernels on the host: on CPU tensors (how the tests run
+# without a GPU), never on CUDA ones, whose addresses in the table it cannot read
+DEVICES = frozenset({"cpu"} if INTERPRET else {"cuda"})
 FLAGS = {name: 1 << bit for bit, name in enumerate(CALL_FLAGS)}
 # a row's dtype code (plan.DTYPES) -> (storage type, math type) in the kernels
 TYPES = {
@@ -63,7 +64,7 @@ def problem(param: Tensor, state: Mapping[str, Any] | None, call: KernelCall) ->
     """Why the Triton kernels cannot step ``param`` ('' when they can)."""
     local = plans.view(param)
     if local is not None and local.device.type not in DEVICES:
-        where = "CUDA devices (and the CPU under TRITON_INTERPRET=1)"
+        where = "the CPU under TRITON_INTERPRET=1" if INTERPRET else "CUDA devices"
         return f"a parameter is on {local.device}; the Triton kernels run on {where}"
     if call.name not in OPTIMIZERS:
         return f"the Triton kernels have no {call.name!r} update"

@@ -135,7 +135,7 @@ def prepare(
     h = (lr, weight_decay, _f64(momentum), _f64(dampening), _f64(alpha), _f64(eps),
          _f64(beta1), _f64(beta2), _f64(lr_decay), _f64(momentum_decay))  # fmt: skip
 
-    t = tl.zeros((ROWS,), tl.float64)
+    t = tl.full((ROWS,), 0.0, tl.float64)
     mp = t
     if COUNTERS >= 1:
         step_f64 = (flags & ROW_STEP_F64) != 0

@@ -9,6 +9,10 @@ to the math type) and returns the new ``(p, s0, s1, s2)``.  It never knows how a
 stored: loads, stores and dtypes are the driver's.  ``FLAGS`` (the call's options, bit i:
 ``CALL_FLAGS[i]``) and ``V`` are compile-time constants, so unused branches vanish.
 
+The kernels use only ``triton.language``'s builtins, not its ``@triton.jit`` library
+functions (``tl.zeros``, ``tl.max``, ...): Triton's interpreter cannot call those when
+triton was imported before ``TRITON_INTERPRET=1`` was set (torch imports it early).
+
 Rounding follows the C kernels (and so torch's CPU ops): each ``tl.fma`` is one written
 in updates.h, and the driver compiles with ``enable_fp_fusion=False`` so that nothing else
 is fused; divisions and float32 square roots are the IEEE ones (Triton's plain float32
@@ -198,6 +202,11 @@ def nadam(p, g, s0, s1, s2, k, fresh, FLAGS: tl.constexpr, V: tl.constexpr):
 
 
 @triton.jit
+def _larger(a, b):
+    return tl.maximum(a, b)
+
+
+@triton.jit
 def _pow(x, y):
     """``x ** y`` for a scalar base in [0, 1] and a vector of exponents ``y >= 0`` (float64).
 
@@ -209,7 +218,7 @@ def _pow(x, y):
     n = tl.where(whole, y, 0.0).to(tl.int64)
     result = tl.full(y.shape, 1.0, tl.float64)
     base = x
-    while tl.max(n, axis=0) > 0:
+    while tl.reduce(n, 0, _larger) > 0:
         result = tl.where((n & 1) != 0, result * base, result)
         base = base * base
         n = n >> 1
