@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from optimlab import cli
@@ -28,8 +30,10 @@ def test_argparse_errors_are_one_line(capsys, argv, prog, message):
     out, err = capsys.readouterr()
     assert out == "" and err.count("\n") == 1, err
     assert message in err and "usage:" not in err
-    # lab words its own errors (``error: ...``); the others name the command
-    assert err.startswith(f"{prog}: error: " if prog else "error: ")
+    # lab words its own errors (``error: ...`` or ``optimlab lab...: error: ...``)
+    assert re.match(
+        rf"{re.escape(prog)}: error: " if prog else r"(optimlab lab\b.*: )?error: ", err
+    )
 
 
 def test_every_subcommand_parser_is_one_line():
