@@ -10,7 +10,7 @@ import sqlite3
 import pytest
 
 from optimlab.cli import main
-from optimlab.lab import config
+from optimlab.lab import config, plan
 from optimlab.lab.progress import Progress
 
 
@@ -33,9 +33,9 @@ def _lab(capsys, *argv: str) -> tuple[int, str, str]:
             "error: unknown schedule 'cosin'; choose from: constant,",
         ),
         (["--seeds", "1,2"], "error: seeds must include 0"),
-        (["--seeds", "0,x"], "error: seeds must be non-negative integers"),
-        (["--grid", "4"], "error: grid_points must be an odd positive integer, got 4"),
-        (["--threads", "0"], "error: --threads must be at least 1"),
+        (["--seeds", "0,x"], "error: seeds must be integers from 0 to 2147483647"),
+        (["--grid", "4"], "error: grid_points must be an odd integer from 1 to 21, got 4"),
+        (["--threads", "0"], "error: --threads must be from 1 to"),
     ],
 )
 def test_bad_selection_is_one_line_and_exit_2(capsys, tmp_path, argv, message):
@@ -57,7 +57,7 @@ def test_bad_selection_is_one_line_and_exit_2(capsys, tmp_path, argv, message):
             "profile = 'huge'",
             "unknown profile 'huge'; choose from: quick, default, full",
         ),
-        ("steps.toml", "steps = {charlm = -3}", "steps for charlm must be a positive integer"),
+        ("steps.toml", "steps = {charlm = -3}", "steps for charlm must be an integer from 1"),
         ("steps2.toml", "steps = {nope = 3}", "unknown problem 'nope'"),
         ("list.json", "[1, 2]", "expected a table/object"),
         ("cfg.yaml", "profile: quick", "must end in .json or .toml"),
@@ -88,27 +88,50 @@ def test_config_file_and_command_line_merge(tmp_path):
     data = config.load_config_file(path)
     sel = config.make_selection(data["profile"], data["problems"], "sgd,adam", None,
                                 data["seeds"], data["grid_points"], data["steps"])  # fmt: skip
-    plan = config.build_plan(sel)
-    assert plan["seeds"] == [0, 3]
-    assert [p["name"] for p in plan["problems"]] == ["digits_mlp", "rosenbrock"]
-    assert plan["problems"][0]["steps"] == 77
-    groups = {(g["optimizer"], g["schedule"]) for g in plan["problems"][0]["groups"]}
-    # quick compares schedules on digits_mlp with momentum only; momentum is not selected
+    study = plan.build_plan(sel)
+    assert [p["seeds"] for p in study["problems"]] == [[0, 3], [0, 3]]
+    assert [p["looks"] for p in study["problems"]] == [[2], [2]]  # fixed seeds: one look
+    assert [p["name"] for p in study["problems"]] == ["digits_mlp", "rosenbrock"]
+    assert study["problems"][0]["steps"] == 77
+    groups = {(g["optimizer"], g["schedule"]) for g in study["problems"][0]["groups"]}
+    # --optimizers alone: those optimizers with the constant schedule, no schedules, no forms
     assert groups == {("sgd", "constant"), ("adam", "constant")}
-    assert all(len(g["grid"]) == 5 for p in plan["problems"] for g in p["groups"])
+    assert all(len(g["grid"]) == 5 for p in study["problems"] for g in p["groups"])
 
 
 def test_cross_and_explicit_schedules():
     sel = config.make_selection("quick", "digits_logreg", "sgd,adam", "constant,cosine")
-    groups = [
-        (g["optimizer"], g["schedule"]) for g in config.build_plan(sel)["problems"][0]["groups"]
-    ]
+    study = plan.build_plan(sel)
+    groups = [(g["optimizer"], g["schedule"]) for g in study["problems"][0]["groups"]]
     assert groups == [("sgd", "constant"), ("adam", "constant"), ("adam", "cosine")]
-    sel = config.make_selection("quick", "digits_logreg", "sgd,adam", "constant,cosine", cross=True)
-    groups = [
-        (g["optimizer"], g["schedule"]) for g in config.build_plan(sel)["problems"][0]["groups"]
+    comparisons = study["problems"][0]["comparisons"]
+    assert [(c["claim"], c["a"], c["b"]) for c in comparisons] == [
+        ("6a", "adam/cosine", "adam/constant")
     ]
-    assert len(groups) == 4
+    sel = config.make_selection("quick", "digits_logreg", "sgd,adam", "constant,cosine", cross=True)
+    assert len(plan.build_plan(sel)["problems"][0]["groups"]) == 4
+
+
+def test_the_default_plan_compares_what_the_claims_need():
+    study = plan.build_plan(config.make_selection("default"))
+    found = {(p["name"], c["claim"], c["a"], c["b"], c["metric"])
+             for p in study["problems"] for c in p["comparisons"]}  # fmt: skip
+    for row in [
+        ("ill_conditioned", "1", "momentum/constant", "sgd/constant", "steps"),
+        ("mnist1d_cnn", "2", "momentum/constant", "sgd/constant", "steps"),
+        ("mnist1d_cnn", "3", "nesterov/constant", "momentum/constant", "steps"),
+        ("digits_mlp", "4", "adagrad/constant", "rmsprop/constant", "decay"),
+        ("charlm", "6b", "adam/warmup_constant", "adam/constant", "final_loss"),
+        ("mnist1d_cnn", "L1", "momentum_lecture/step", "momentum/step", "final_loss"),
+        ("mnist1d_cnn", "L3", "rmsprop_eps_inside/constant", "rmsprop/constant", "final_loss"),
+    ]:
+        assert row in found, row
+    ill = next(p for p in study["problems"] if p["name"] == "ill_conditioned")
+    forms = {g["name"]: g["lr_from"] for g in ill["groups"] if g["lr_from"]}
+    assert forms["momentum_lecture/step"] == {"group": "momentum/step", "scale": 1.0}
+    assert forms["momentum/constant@sgd*0.1"] == {"group": "sgd/constant", "scale": 0.1}
+    charlm = next(p for p in study["problems"] if p["name"] == "charlm")
+    assert charlm["steps"] >= 600 and charlm["looks"] == [3, 6]
 
 
 def test_unwritable_output_directory(capsys, tmp_path):
@@ -116,7 +139,7 @@ def test_unwritable_output_directory(capsys, tmp_path):
     blocker.write_text("x")
     code, _, err = _lab(capsys, "--out", str(blocker / "out"), "--problems", "rosenbrock")
     assert code == 2
-    assert err.startswith("error: cannot write to output directory")
+    assert err.startswith("error: cannot make output directory")
     assert err.count("\n") == 1
 
 
@@ -142,10 +165,12 @@ def test_report_without_a_database(capsys, tmp_path):
     assert not (tmp_path / "lab.sqlite").exists()
 
 
-def test_unknown_option_is_an_argparse_error(capsys):
+def test_unknown_option_is_one_line(capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["lab", "--quik"])
     assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: unrecognized arguments: --quik") and err.count("\n") == 1
 
 
 def test_list_and_dry_run(capsys, tmp_path):
@@ -153,8 +178,10 @@ def test_list_and_dry_run(capsys, tmp_path):
     assert code == 0
     for word in ("quick", "mnist1d_cnn", "adam_nobc", "warmup_cosine"):
         assert word in out
-    code, out, _ = _lab(capsys, "--quick", "--dry-run", "--out", str(tmp_path / "o"))
-    assert code == 0 and "runs, about" in out and "charlm" in out
+    code, out, _ = _lab(capsys, "--quick", "--dry-run", "--problems", "rosenbrock,charlm",
+                        "--out", str(tmp_path / "o"))  # fmt: skip
+    assert code == 0 and "runs, about" in out and "min on this machine" in out
+    assert "charlm (150 steps, seeds 3): adam/constant, adam/warmup_constant" in out
     assert not (tmp_path / "o").exists()
 
 
@@ -167,11 +194,9 @@ def test_help_explains_the_main_commands(capsys):
 
 
 def test_plan_is_json_and_its_key_is_stable():
-    plan = config.build_plan(config.make_selection("quick"))
-    assert json.loads(json.dumps(plan)) == plan
-    assert config.study_key(plan) == config.study_key(
-        config.build_plan(config.make_selection("quick"))
-    )
+    study = plan.build_plan(config.make_selection("quick"))
+    assert json.loads(json.dumps(study)) == study
+    assert plan.study_key(study) == plan.study_key(plan.build_plan(config.make_selection("quick")))
 
 
 class _Terminal(io.StringIO):
@@ -188,9 +213,9 @@ def test_progress_bars_on_a_terminal_plain_lines_otherwise(terminal):
         update(100)
     progress.end_run()
     progress.skip()
-    progress.problem_done("digits_mlp", 1, 0.5, {("sgd", "constant"): 0.1})
+    progress.problem_done("digits_mlp", 1, 0.5, [])
     progress.close()
     text = stream.getvalue()
-    assert "lab: digits_mlp: done (2/2 runs of the study; 1 new in 0 s)" in text
+    assert "lab: digits_mlp: done (1 run trained in 0 s)" in text
     assert ("study: 100%|" in text and "sgd/constant lr=0.1" in text) == terminal
     assert ("\r" in text) == terminal

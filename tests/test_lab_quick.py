@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from optimlab.lab import config
+from optimlab.lab import config, plan
 
 pytestmark = pytest.mark.slow
 
@@ -21,15 +21,16 @@ def test_quick_profile_end_to_end(tmp_path):
     assert done.returncode == 0, done.stderr
     out = tmp_path / "optimlab-lab"
     assert done.stdout.strip() == f"report: {out.relative_to(tmp_path) / 'report.html'}"
-    plan = config.build_plan(config.make_selection("quick"))
+    study = plan.build_plan(config.make_selection("quick"))
     # stderr is not a terminal: no bars, a line per problem
     assert "\r" not in done.stderr
-    assert done.stderr.count("lab: ") == len(plan["problems"]) + 2
+    assert done.stderr.count("lab: ") == len(study["problems"]) + 2
+    assert "min on this machine" in done.stderr.splitlines()[0]
     html = (out / "report.html").read_text()
-    for number in ("1", "2", "3", "4", "5", "6a", "6b", "7"):
-        assert f"<td>{number}</td>" in html
+    for number in ("1", "2", "3", "4", "5", "6a", "6b", "7", "L1", "L2", "L3"):
+        assert f"<a href='#claim-{number}'>{number}</a>" in html
     assert "Incomplete study" not in html
-    for p in plan["problems"]:
+    for p in study["problems"]:
         assert f"id='{p['name']}'" in html
         assert (out / "plots" / f"loss-{p['name']}.png").exists()
 

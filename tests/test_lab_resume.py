@@ -87,7 +87,7 @@ def test_kill_9_mid_study_then_resume(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert f"{len(before)} already in" in done.stderr
-    assert f"{PLANNED - len(before)} runs trained" in done.stderr
+    assert f"{PLANNED - len(before)} runs trained here, {len(before)} already done" in done.stderr
     after = _runs(db)
     assert len(after) == PLANNED
     for key, row in before.items():  # every finished run kept, exactly as it was
@@ -98,7 +98,7 @@ def test_kill_9_mid_study_then_resume(tmp_path):
         _command(tmp_path), capture_output=True, text=True, env=_env(), timeout=300
     )
     assert again.returncode == 0
-    assert f"0 runs trained, {PLANNED} already done" in again.stderr
+    assert f"0 runs trained here, {PLANNED} already done" in again.stderr
     assert _runs(db) == after
 
 

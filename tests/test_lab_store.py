@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
+from optimlab.lab import store as store_module
 from optimlab.lab.store import APPLICATION_ID, SCHEMA_VERSION, Store, StoreError
 
 
@@ -122,3 +125,108 @@ def test_a_directory_or_a_missing_file_for_reading_is_an_error(tmp_path):
     with pytest.raises(StoreError, match="no lab database"):
         Store.open(tmp_path / "absent.sqlite", create=False)
     assert not (tmp_path / "absent.sqlite").exists()
+
+
+def _filled(path, runs: int = 40) -> int:
+    """A lab database with ``runs`` runs of 300 metric rows each; returns its page size."""
+    with Store.open(path) as store:
+        for i in range(runs):
+            store.add_run(_row(f"r{i}"), {"val_loss": [(s, 1.0 / (s + 1)) for s in range(300)]})
+        store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return store.conn.execute("PRAGMA page_size").fetchone()[0]
+
+
+def _truncate(path, page_size):
+    size = path.stat().st_size
+    with path.open("r+b") as file:
+        file.truncate(size // 2 // page_size * page_size + 100)
+
+
+def _flip_page(path, page_size):
+    with path.open("r+b") as file:  # the header of a b-tree page in the middle of the file
+        page = path.stat().st_size // page_size // 2
+        file.seek(page * page_size)
+        data = file.read(16)
+        file.seek(page * page_size)
+        file.write(bytes(b ^ 0xFF for b in data))
+
+
+@pytest.mark.parametrize("damage", [_truncate, _flip_page], ids=["truncated", "flipped-page"])
+def test_a_damaged_lab_database_is_refused_in_one_line_and_left_as_it_was(tmp_path, damage):
+    """The integrity check (PRAGMA quick_check) on open: a damaged file never reaches a report."""
+    path = tmp_path / "lab.sqlite"
+    damage(path, _filled(path))
+    before = _digest(path)
+    with pytest.raises(StoreError, match="is damaged") as error:
+        Store.open(path)
+    assert "\n" not in str(error.value) and "another --db" in str(error.value)
+    assert _digest(path) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lab.sqlite"]  # no -wal, no -shm
+
+
+def test_a_schema_1_database_gets_the_claims_table(tmp_path):
+    path = tmp_path / "lab.sqlite"
+    with Store.open(path) as store:
+        store.add_run(_row("a"), {"val_loss": [(0, 1.0)]})
+    conn = sqlite3.connect(path)
+    conn.execute("DROP TABLE claims")
+    conn.execute("PRAGMA user_version=1")
+    conn.commit()
+    conn.close()
+    with Store.open(path) as store:
+        assert store.run_keys() == {"a"}
+        assert store.claim("b") == "mine"
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    conn.close()
+
+
+def test_claims_between_two_stores(tmp_path):
+    path = tmp_path / "lab.sqlite"
+    with Store.open(path) as one, Store.open(path) as two:
+        assert one.claim("k") == "mine"
+        assert one.claim("k") == "mine"  # its own claim again
+        assert two.claim("k") == "busy" and two.claim_state("k") == "busy"
+        one.heartbeat()
+        one.add_run(_row("k"), {"val_loss": [(0, 1.0)]})  # storing a run drops its claim
+        assert two.claim("k") == "done" and two.claim_state("k") == "done"
+        assert one.conn.execute("SELECT count(*) FROM claims").fetchone()[0] == 0
+        assert one.claim("x") == "mine"
+        one.release("x")
+        assert two.claim("x") == "mine"
+
+
+def test_a_claim_of_a_killed_process_is_taken_over(tmp_path):
+    path = tmp_path / "lab.sqlite"
+    Store.open(path).close()
+    child = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time\n"
+         "from optimlab.lab.store import Store\n"
+         f"s = Store.open({str(path)!r})\n"
+         "print(s.claim('k'), flush=True)\n"
+         "time.sleep(600)\n"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert child.stdout.readline().strip() == "mine"
+        with Store.open(path) as store:
+            assert store.claim("k") == "busy"  # its process is alive
+            child.kill()
+            child.wait(timeout=30)
+            assert store.claim_state("k") == "free"
+            assert store.claim("k") == "mine"  # taken over
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+
+
+def test_a_claim_without_heartbeat_for_long_counts_as_abandoned(tmp_path, monkeypatch):
+    path = tmp_path / "lab.sqlite"
+    with Store.open(path) as one, Store.open(path) as two:
+        assert one.claim("k") == "mine"
+        assert two.claim("k") == "busy"  # same host, live pid, fresh heartbeat
+        now = store_module.time.time()
+        monkeypatch.setattr(store_module.time, "time", lambda: now + 1 + store_module.STALE_CLAIM)
+        assert two.claim("k") == "mine"  # a live pid that stopped beating (pid reused, hung)

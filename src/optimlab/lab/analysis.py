@@ -1,25 +1,30 @@
-"""Read a study back from the store: groups, the chosen learning rates, derived metrics.
+"""Read a study back from the store: groups, their tuned learning rates, derived metrics.
 
-The runner and the report use the same :func:`choose_lr`, so the learning rate
-whose seeds were run is the one the report shows.  Nothing here trusts a
-summary the runner wrote: steps-to-target, spreads and so on are recomputed
-from the stored per-step series.
+The runner and the report resolve a group the same way (:func:`load_problem`):
+the tuned lr is recomputed from the stored grid runs by :func:`tune`, so the lr
+whose seeds were run is the one the report shows, on every resume and in every
+process sharing the database.  Nothing here trusts a summary the runner wrote:
+steps to target, spreads and so on are recomputed from the stored series.
 """
 
 from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from . import problems
+from . import catalog, problems
 from .store import RunRow, Store
 
-__all__ = ["Group", "Study", "Spread", "choose_lr", "load_study", "score", "steps_to_target"]
+__all__ = ["Group", "Spread", "Study", "Tuning", "choose_lr", "load_problem", "load_study",
+           "steps_to_target", "tune"]  # fmt: skip
+
+#: how many learning rates a tuned winner at the edge of its grid may add on each side
+MAX_EXTEND = 2
 
 
 def score(row: RunRow | None) -> float:
@@ -39,6 +44,41 @@ def choose_lr(grid: Sequence[float], runs: Mapping[float, RunRow | None]) -> flo
     return best
 
 
+def next_lr(lr: float, direction: int) -> float:
+    """The grid's neighbour of ``lr`` half a decade up (+1) or down (-1), to 3 digits."""
+    return float(f"{lr * 10 ** (0.5 * direction):.3g}")
+
+
+@dataclass(frozen=True)
+class Tuning:
+    grid: list[float]  # the grid as extended so far
+    best: float | None  # None: not finished (see ``missing``) or every lr diverged
+    missing: float | None  # the next lr that needs a run
+    at_edge: bool = False  # the winner is at an end of the grid after every extension
+
+
+def tune(grid: Sequence[float], run_at: Callable[[float], RunRow | None]) -> Tuning:
+    """Pick the best lr of ``grid``, widening it while the winner sits at an end."""
+    grid = list(grid)
+    added = {-1: 0, 1: 0}
+    while True:
+        rows = {lr: run_at(lr) for lr in grid}
+        missing = [lr for lr, row in rows.items() if row is None]
+        if missing:
+            return Tuning(grid, None, missing[0])
+        best = choose_lr(grid, rows)
+        if best is None or len(grid) < 2:
+            return Tuning(grid, best, None)
+        side = -1 if best == grid[0] else 1 if best == grid[-1] else 0
+        if side == 0:
+            return Tuning(grid, best, None)
+        if added[side] == MAX_EXTEND:
+            return Tuning(grid, best, None, at_edge=True)
+        added[side] += 1
+        lr = next_lr(best, side)
+        grid = [lr, *grid] if side < 0 else [*grid, lr]
+
+
 def _same(a: float, b: float) -> bool:
     return math.isclose(a, b, rel_tol=1e-9)
 
@@ -46,42 +86,48 @@ def _same(a: float, b: float) -> bool:
 @dataclass
 class Group:
     problem: str
+    name: str  # "optimizer/schedule", or with "@source" for an lr taken from another group
     optimizer: str
     schedule: str
     group_key: str
-    grid: list[float]
     steps: int
     seeds: list[int]
-    grid_runs: dict[float, RunRow | None] = field(default_factory=dict)
+    grid: list[float]  # as planned; ``tuning.grid`` holds the extended one
+    lr_from: Mapping[str, Any] | None = None
+    tuning: Tuning | None = None
     best_lr: float | None = None
+    grid_runs: dict[float, RunRow | None] = field(default_factory=dict)
     seed_runs: dict[int, RunRow | None] = field(default_factory=dict)
 
     @property
-    def grid_complete(self) -> bool:
-        return all(r is not None for r in self.grid_runs.values())
-
-    @property
-    def complete(self) -> bool:
-        if not self.grid_complete:
-            return False
-        return self.best_lr is None or all(r is not None for r in self.seed_runs.values())
+    def tuned(self) -> bool:
+        return self.lr_from is None
 
     @property
     def best_at_edge(self) -> bool:
-        return (
-            self.best_lr is not None
-            and len(self.grid) > 1
-            and self.best_lr in (self.grid[0], self.grid[-1])
-        )
+        return bool(self.tuning and self.tuning.at_edge)
 
     @property
     def runs(self) -> list[RunRow]:
-        """The runs at the chosen lr, one per seed that has finished."""
-        return [r for r in self.seed_runs.values() if r is not None]
+        """The runs at the chosen lr, in seed order, up to the first seed not run (yet)."""
+        out = []
+        for seed in self.seeds:
+            row = self.seed_runs.get(seed)
+            if row is None:
+                break
+            out.append(row)
+        return out
 
     @property
     def label(self) -> str:
-        return f"{self.optimizer} / {self.schedule}"
+        text = catalog.OPTIMIZERS[self.optimizer].label
+        if self.schedule != "constant":
+            text += f", {catalog.SCHEDULES[self.schedule].label}"
+        if self.lr_from and self.optimizer not in catalog.FORMS:
+            text += f" at {self.lr_from['group'].split('/')[0]}'s lr"
+            if self.lr_from["scale"] != 1:
+                text += f" × {self.lr_from['scale']:g}"
+        return text
 
 
 @dataclass
@@ -91,50 +137,69 @@ class Study:
     plan: dict[str, Any]
     groups: list[Group]
 
+    @property
+    def confidence(self) -> float:
+        return float(self.plan.get("confidence", 0.95))
+
     def problems(self) -> list[str]:
         return [p["name"] for p in self.plan["problems"]]
 
+    def problem_plan(self, problem: str) -> Mapping[str, Any]:
+        return next(p for p in self.plan["problems"] if p["name"] == problem)
+
+    def group(self, problem: str, name: str) -> Group | None:
+        return next((g for g in self.groups if g.problem == problem and g.name == name), None)
+
     def find(self, problem: str, optimizer: str, schedule: str = "constant") -> Group | None:
-        for g in self.groups:
-            if (g.problem, g.optimizer, g.schedule) == (problem, optimizer, schedule):
-                return g
-        return None
+        return self.group(problem, f"{optimizer}/{schedule}")
 
     def of(self, problem: str) -> list[Group]:
         return [g for g in self.groups if g.problem == problem]
 
-    @property
-    def runs_done(self) -> int:
-        return len({r.key for g in self.groups for r in (*g.grid_runs.values(), *g.runs) if r})
+    def all_runs(self) -> dict[str, RunRow]:
+        rows = {}
+        for g in self.groups:
+            for r in (*g.grid_runs.values(), *g.seed_runs.values()):
+                if r is not None:
+                    rows[r.key] = r
+        return rows
 
-    @property
-    def runs_planned(self) -> int:
-        return sum(len(g.grid) + len(g.seeds) - 1 for g in self.groups)
+
+def load_problem(store: Store, problem: Mapping[str, Any]) -> list[Group]:
+    """The groups of one planned problem, resolved against the store as it is now."""
+    seeds = list(problem["seeds"])
+    groups: dict[str, Group] = {}
+    rows: dict[str, list[RunRow]] = {}  # by group key (groups at another's lr share a key)
+    for g in problem["groups"]:
+        group = Group(
+            problem["name"], g["name"], g["optimizer"], g["schedule"], g["group_key"],
+            int(problem["steps"]), seeds, list(g["grid"]), g.get("lr_from"),
+        )  # fmt: skip
+        groups[group.name] = group
+        if group.group_key not in rows:
+            rows[group.group_key] = store.runs(group.group_key)
+
+    def at(group: Group, lr: float, seed: int) -> RunRow | None:
+        return next((r for r in rows[group.group_key] if r.seed == seed and _same(r.lr, lr)), None)
+
+    for group in groups.values():  # tuned groups first: the others take their lr
+        if group.tuned:
+            group.tuning = tune(group.grid, lambda lr, g=group: at(g, lr, seeds[0]))
+            group.grid_runs = {lr: at(group, lr, seeds[0]) for lr in group.tuning.grid}
+            group.best_lr = group.tuning.best
+    for group in groups.values():
+        if not group.tuned:
+            source = groups.get(group.lr_from["group"])
+            if source is not None and source.best_lr is not None:
+                group.best_lr = scaled_lr(source.best_lr, group.lr_from["scale"])
+    for group in groups.values():
+        if group.best_lr is not None:
+            group.seed_runs = {s: at(group, group.best_lr, s) for s in seeds}
+    return list(groups.values())
 
 
-def load_groups(store: Store, plan: Mapping[str, Any]) -> list[Group]:
-    out = []
-    for p in plan["problems"]:
-        seeds = list(p["seeds"])
-        for g in p["groups"]:
-            rows = store.runs(g["group_key"])
-            group = Group(
-                p["name"], g["optimizer"], g["schedule"], g["group_key"], list(g["grid"]),
-                int(p["steps"]), seeds,
-            )  # fmt: skip
-            for lr in group.grid:
-                group.grid_runs[lr] = next(
-                    (r for r in rows if r.seed == 0 and _same(r.lr, lr)), None
-                )
-            if group.grid_complete:
-                group.best_lr = choose_lr(group.grid, group.grid_runs)
-            if group.best_lr is not None:
-                for seed in seeds:
-                    group.seed_runs[seed] = next(
-                        (r for r in rows if r.seed == seed and _same(r.lr, group.best_lr)), None
-                    )
-            out.append(group)
-    return out
+def scaled_lr(lr: float, scale: float) -> float:
+    return lr if scale == 1 else float(f"{lr * scale:.3g}")
 
 
 def load_study(store: Store) -> Study | None:
@@ -142,17 +207,26 @@ def load_study(store: Store) -> Study | None:
     if latest is None:
         return None
     key, profile, plan = latest
-    return Study(key, profile, plan, load_groups(store, plan))
+    groups = [g for p in plan["problems"] for g in load_problem(store, p)]
+    return Study(key, profile, plan, groups)
 
 
 # --- derived metrics -----------------------------------------------------------
 
 
-def steps_to_target(store: Store, row: RunRow, target: float) -> int | None:
-    """The first evaluation step with ``val_loss <= target``; None if never (or diverged)."""
+def steps_to_target(store: Store, row: RunRow, target: float) -> float | None:
+    """When ``val_loss`` first reaches ``target``: linear between the two evaluations around
+    the crossing (evaluations are every step for the 2-D functions, every few dozen
+    otherwise); None if never (or diverged)."""
     steps, values = store.series(row.key, "val_loss")
     hit = np.nonzero(values <= target)[0]
-    return int(steps[hit[0]]) if len(hit) else None
+    if not len(hit):
+        return None
+    i = int(hit[0])
+    if i == 0 or not math.isfinite(values[i - 1]):
+        return float(steps[i])
+    (s0, s1), (v0, v1) = steps[i - 1 : i + 1], values[i - 1 : i + 1]
+    return float(s0 + (s1 - s0) * (v0 - target) / (v0 - v1))
 
 
 def target_of(problem: str) -> float:
@@ -193,18 +267,15 @@ class Spread:
     def hi(self) -> float:
         return max(self.values) if self.n else math.nan
 
-    def below(self, other: Spread) -> bool:
-        """Every value here is smaller than every value of ``other`` (the ranges do not overlap)."""
-        return self.n > 0 and other.n > 0 and self.hi < other.lo
-
-    def fmt(self, digits: int = 3, pct: bool = False) -> str:
+    def fmt(self, digits: int = 3, pct: bool = False, scale: float = 1.0) -> str:
+        """``mean ± sd`` (``pct``: in percent; ``scale`` multiplies, e.g. nats to bits)."""
         if not self.n:
             return "–"
         if not self.finite:
             bad = sum(not math.isfinite(v) for v in self.values)
-            return f"{bad}/{self.n} diverged"
-        scale, unit = (100, " %") if pct else (1, "")
-        if self.n == 1:
+            return f"{bad} of {self.n} diverged"
+        scale, unit = (100 * scale, " %") if pct else (scale, "")
+        if self.n == 1 or self.std == 0:
             return f"{self.mean * scale:.{digits}g}{unit}"
         return f"{self.mean * scale:.{digits}g} ± {self.std * scale:.2g}{unit}"
 

@@ -12,7 +12,8 @@ from matplotlib.animation import FuncAnimation, PillowWriter
 
 from . import catalog, problems
 from .analysis import Study
-from .plots import COLORS, _contour
+from .plots import color
+from .plots2d import contour
 from .store import Store
 
 __all__ = ["trajectory_gif"]
@@ -26,19 +27,19 @@ def trajectory_gif(study: Study, store: Store, problem: str) -> bytes | None:
     paths = []
     for g in study.of(problem):
         run = g.seed_runs.get(0)
-        if g.schedule == "constant" and run is not None:
+        if g.schedule == "constant" and g.tuned and run is not None:
             traj = store.array(run.key, "trajectory")
             if traj is not None:
                 paths.append((g.optimizer, traj))
     if not paths or not p.is_2d:
         return None
-    fig, ax = plt.subplots(figsize=(5, 4))
-    _contour(ax, p)
+    fig, ax = plt.subplots(figsize=(6.5, 4), layout="constrained")
+    contour(ax, p)
     lines = {}
     for name, _ in paths:
-        (lines[name],) = ax.plot([], [], "-", lw=1.3, color=COLORS[name],
+        (lines[name],) = ax.plot([], [], "-", lw=1.3, color=color(name),
                                  label=catalog.OPTIMIZERS[name].label)  # fmt: skip
-    ax.legend(fontsize=6, loc="upper right")
+    fig.legend(fontsize=6, loc="outside right upper", frameon=False)
     steps = max(len(t) for _, t in paths)
     frames = np.unique(np.linspace(1, steps, FRAMES).astype(int))
 

@@ -59,8 +59,36 @@ OPTIMIZERS: dict[str, OptimizerSpec] = {
             "nadam", "NAdam", "NAdam", {"betas": [0.9, 0.999]}, "adam",
             "Adam with Nesterov momentum (Dozat 2016); not in the default studies",
         ),
+        # the lecture's own forms, run beside torch's at the same lr (never tuned alone)
+        OptimizerSpec(
+            "momentum_lecture", "momentum, lecture's velocity", "SGD",
+            {"momentum": 0.9, "momentum_form": "lecture"}, "momentum",
+            "slide 3 verbatim: v = beta v - lr dw; w = w + v (the velocity carries the lr)",
+        ),
+        OptimizerSpec(
+            "nesterov_lookahead", "Nesterov, look-ahead gradient", "SGD",
+            {"momentum": 0.9, "nesterov": True, "nesterov_form": "lookahead"}, "momentum",
+            "slide 4 verbatim: the gradient evaluated at w + beta v",
+        ),
+        OptimizerSpec(
+            "adagrad_eps_inside", "Adagrad, eps inside the root", "Adagrad",
+            {"eps_inside_sqrt": True}, "adagrad", "slide 7 verbatim: dw / sqrt(sum + eps)",
+        ),
+        OptimizerSpec(
+            "rmsprop_eps_inside", "RMSProp, eps inside the root", "RMSprop",
+            {"alpha": 0.99, "eps_inside_sqrt": True}, "rmsprop",
+            "slide 8 verbatim: dw / sqrt(avg + eps)",
+        ),
     )
 }  # fmt: skip
+
+#: the lecture's form of each: (torch's form, the lecture's), compared in "The lecture's forms"
+FORMS = {
+    "momentum_lecture": "momentum",
+    "nesterov_lookahead": "nesterov",
+    "adagrad_eps_inside": "adagrad",
+    "rmsprop_eps_inside": "rmsprop",
+}
 
 
 def build_optimizer(name: str, params: list[torch.Tensor], lr: float) -> torch.optim.Optimizer:

@@ -1,36 +1,44 @@
 """``optimlab lab``: run the study and write the report; ``optimlab lab report``: only the report.
 
-Exit codes: 0 done; 2 bad input (unknown name, bad config file, unusable
-output directory or database — one line on stderr, nothing written);
-130 interrupted (every finished run is kept; the same command resumes).
+Exit codes: 0 done; 2 bad input (unknown name, bad value, bad config file,
+unusable output directory or database, missing lab dependencies — one line on
+stderr starting ``error:``, nothing written); 130 interrupted (every finished
+run is kept; the same command resumes).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import os
 import shlex
 import signal
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 HELP = "train the lecture's optimizers and schedules on small problems and check its claims"
 
 DESCRIPTION = """\
 Train the lecture's optimizers (SGD, momentum, Nesterov, Adagrad, RMSProp, Adam with and
-without bias correction, AdamW) with its learning-rate schedules on small problems — 2-D test
-functions, a noisy quadratic, digits, MNIST-1D, a tiny transformer — tune each learning rate,
-rerun the best on several seeds, and write an HTML report that checks the lecture's claims.
+without bias correction, AdamW, and the lecture's own forms of them) with its learning-rate
+schedules on small problems — 2-D test functions, a noisy quadratic, digits, MNIST-1D, a tiny
+transformer — tune each learning rate, compare them over seeds until each comparison is decided
+(95 % confidence) or its seed budget is spent, and write an HTML report that checks the
+lecture's claims.
 
-  optimlab lab --quick          about 1.5 minutes on 2 cores; report in ./optimlab-lab/
-  optimlab lab                  the default study, about 12 minutes
+  optimlab lab --quick          a first look, a few minutes; report in ./optimlab-lab/
+  optimlab lab                  the default study
+  optimlab lab --dry-run        what would run, and how long it takes on this machine
   optimlab lab report           rebuild the report from the database, no training
 
-Results go to a SQLite database (default OUT/lab.sqlite); each run is saved when it ends, and
-running the same command again skips finished runs, so an interrupted study (Ctrl-C, a killed
-process) resumes where it stopped. See --list for the names the selection options accept.
+Before a study starts it times a short run of each problem and prints how long the study will
+take here. Results go to a SQLite database (default OUT/lab.sqlite); each run is saved when it
+ends, and running the same command again skips finished runs, so an interrupted study (Ctrl-C, a
+killed process) resumes where it stopped. Two processes started on one database share the runs.
+See --list for the names the selection options accept.
 """
 
 EPILOG = """\
@@ -39,15 +47,40 @@ config file (--config study.toml or .json; command-line options win):
   problems = ["mnist1d_cnn", "digits_mlp"]
   optimizers = ["sgd", "momentum", "adam"]
   schedules = ["constant", "cosine"]
-  seeds = [0, 1, 2]
+  seeds = [0, 1, 2]                       # a fixed set of seeds (no seeds added)
   grid_points = 5                         # odd: the lr grid, half a decade apart
   steps = {mnist1d_cnn = 2000}            # or one number for every problem
   cross = false                           # true: every optimizer x every schedule
   out = "my-lab"                          # also: db = "...", gif = true
 """
 
+#: module -> the package that provides it; all come with `pip install "optimlab[lab]"`
+EXTRAS = {"matplotlib": "matplotlib", "sklearn": "scikit-learn", "scipy": "scipy",
+          "mnist1d": "mnist1d", "tqdm": "tqdm"}  # fmt: skip
+#: the options that choose a study, which `optimlab lab report` does not take
+STUDY_OPTIONS = ("profile", "problems", "optimizers", "schedules", "seeds", "grid_points",
+                 "cross", "config", "dry_run", "list")  # fmt: skip
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse, but every mistake is one ``error:`` line and exit status 2.
+
+    Plain argparse prints its usage above the error, and hands an unknown option up
+    to the top-level parser, which prints the top-level usage.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[no-untyped-def]
+        namespace, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return namespace, extras
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
+    parser.__class__ = _OneLineParser  # the dispatcher builds a plain ArgumentParser
     parser.description = DESCRIPTION
     parser.epilog = EPILOG
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
@@ -57,27 +90,32 @@ def configure(parser: argparse.ArgumentParser) -> None:
         dest="profile",
         action="store_const",
         const="quick",
-        help="the quick profile: a subset, short runs (about 1.5 min)",
+        help="the quick profile: fewer problems and seeds, short runs",
     )
-    size.add_argument(
-        "--full",
-        dest="profile",
-        action="store_const",
-        const="full",
-        help="the full profile: longer runs, all schedules (an hour or more)",
-    )
+    size.add_argument("--full", dest="profile", action="store_const", const="full",
+                      help="the full profile: long runs (MNIST-1D to its paper's accuracy), "
+                      "every optimizer everywhere, more seeds; hours")  # fmt: skip
     parser.add_argument("--out", metavar="DIR", help="output directory (default ./optimlab-lab)")
     parser.add_argument("--db", metavar="PATH", help="results database (default OUT/lab.sqlite)")
     parser.add_argument(
         "--problems", metavar="A,B", help="problems to run (default: the profile's)"
     )
-    parser.add_argument("--optimizers", metavar="A,B", help="optimizers to compare")
+    parser.add_argument(
+        "--optimizers",
+        metavar="A,B",
+        help="optimizers to compare (alone: with the constant schedule only)",
+    )
     parser.add_argument(
         "--schedules",
         metavar="A,B",
         help="schedules to compare (first: constant if listed, else the first)",
     )
-    parser.add_argument("--seeds", metavar="0,1,2", help="seeds; the lr is tuned on seed 0")
+    parser.add_argument(
+        "--seeds",
+        metavar="0,1,2",
+        help="a fixed set of seeds (default: the profile's, added as needed); "
+        "the lr is tuned on seed 0",
+    )
     parser.add_argument(
         "--grid",
         dest="grid_points",
@@ -113,9 +151,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dry-run",
         action="store_true",
-        help="print what would run (counts, estimated time) and exit",
+        help="print what would run and how long it takes here, then exit",
     )
-    sub = parser.add_subparsers(dest="action", metavar="{report}")
+    sub = parser.add_subparsers(dest="action", metavar="{report}", parser_class=_OneLineParser)
     report = sub.add_parser(
         "report",
         help="rebuild the report from the database; no training",
@@ -127,15 +165,36 @@ def configure(parser: argparse.ArgumentParser) -> None:
     report.add_argument(
         "--db", dest="report_db", metavar="PATH", help="database (default OUT/lab.sqlite)"
     )
-    report.add_argument(
-        "--gif", dest="report_gif", action="store_true", help="also animate the 2-D trajectories"
-    )
-    # fmt: skip
+    report.add_argument("--gif", dest="report_gif", action="store_true",
+                        help="also animate the 2-D trajectories")  # fmt: skip
 
 
 def _fail(message: str) -> int:
-    print(f"error: {message}", file=sys.stderr)
+    print(f"error: {' '.join(message.split())}", file=sys.stderr)
     return 2
+
+
+def missing_extras() -> list[str]:
+    """The lab's dependencies that are not installed (by their package names)."""
+    missing = []
+    for module, package in EXTRAS.items():
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            missing.append(package)
+    return missing
+
+
+def _extras_problem() -> str | None:
+    missing = missing_extras()
+    if not missing:
+        return None
+    return (
+        f"optimlab lab needs {', '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} "
+        'not installed; install the lab\'s dependencies with: pip install "optimlab[lab]"'
+    )
 
 
 def _paths(out: Any, db: Any) -> tuple[Path, Path]:
@@ -143,26 +202,56 @@ def _paths(out: Any, db: Any) -> tuple[Path, Path]:
     return out_dir, Path(db) if db else out_dir / "lab.sqlite"
 
 
-def _check_writable(out: Path) -> str | None:
-    """None if files can be created in ``out`` (made if missing), else the reason."""
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out):
-            pass
-    except OSError as error:
-        return f"cannot write to output directory {out}: {error.strerror or error}"
+def _check_paths(out: Path, db: Path | None = None) -> str | None:
+    """None if the report can be written in ``out`` and the database at ``db``, else why.
+
+    Nothing is made here (a bad path creates nothing); :func:`_make_folders` makes them.
+    """
+    if db is not None and db.is_dir():
+        return f"--db {db} is a directory, not a database file"
+    if db is not None and db.exists() and not os.access(db, os.R_OK | os.W_OK):
+        return f"cannot write to database {db}: permission denied"
+    for folder, what in _folders(out, db):
+        existing = folder
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir():
+            if existing == folder:
+                return f"{what} {folder} is a file, not a directory"
+            return f"cannot make {what} {folder}: {existing} is a file"
+        if not os.access(existing, os.W_OK | os.X_OK):
+            return f"cannot write to {what} {folder}: permission denied"
+    return None
+
+
+def _folders(out: Path, db: Path | None) -> list[tuple[Path, str]]:
+    return [(out, "output directory")] + ([(db.parent, "database folder")] if db else [])
+
+
+def _make_folders(out: Path, db: Path | None = None) -> str | None:
+    for folder, what in _folders(out, db):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+        except OSError as error:
+            return f"cannot write to {what} {folder}: {error.strerror or error}"
     return None
 
 
 def run(args: argparse.Namespace) -> int:
-    from . import config
-    from .store import StoreError
-
     if args.action == "report":
+        given = [f"--{k.replace('_', '-')}" for k in STUDY_OPTIONS if getattr(args, k, None)]
+        if given:
+            return _fail(f"{given[0]} chooses a study; `optimlab lab report` takes only --out, "
+                         "--db and --gif")  # fmt: skip
         return _report(args.report_out or args.out, args.report_db or args.db,
                        args.report_gif or bool(args.gif))  # fmt: skip
     if args.list:
         return _list()
+    from . import config
+    from .plan import build_plan
+
     try:
         file = config.load_config_file(args.config) if args.config else {}
 
@@ -174,43 +263,68 @@ def run(args: argparse.Namespace) -> int:
             pick("profile") or "default", pick("problems"), pick("optimizers"), pick("schedules"),
             pick("seeds"), pick("grid_points"), file.get("steps"), bool(pick("cross")),
         )  # fmt: skip
-        if args.threads < 1:
-            raise config.ConfigError(f"--threads must be at least 1, got {args.threads}")
+        cpus = os.cpu_count() or 1
+        if not 1 <= args.threads <= cpus:
+            raise config.ConfigError(f"--threads must be from 1 to {cpus}, got {args.threads}")
     except config.ConfigError as error:
         return _fail(str(error))
-    out, db = _paths(pick("out"), pick("db"))
-    gif = bool(pick("gif"))
-    plan = config.build_plan(selection)
-    if args.dry_run:
-        return _dry_run(plan, out, db)
-    problem = _check_writable(out) or _check_writable(db.parent)
+    problem = _extras_problem()
     if problem:
         return _fail(problem)
-    from .store import Store
+    out, db = _paths(pick("out"), pick("db"))
+    plan = build_plan(selection)
+    if args.dry_run:
+        return _dry_run(plan, out, db, args.threads)
+    problem = _check_paths(out, db)
+    if problem:
+        return _fail(problem)
+    from .store import Store, StoreError, inspect
 
     try:
+        inspect(db)  # a foreign or damaged file is refused before anything is made
+        problem = _make_folders(out, db)
+        if problem:
+            return _fail(problem)
         store = Store.open(db)
     except StoreError as error:
         return _fail(str(error))
     with store:
-        return _study(store, plan, selection.profile, out, gif, args)
+        return _study(store, plan, out, bool(pick("gif")), args)
 
 
-def _study(store: Any, plan: dict, profile: str, out: Path, gif: bool, args: Any) -> int:
-    from . import config, runner
+def _estimate(plan: dict, threads: int, store: Any = None) -> tuple[float, float]:
+    """Minutes (low, high) the plan's missing runs take here, from runs timed just now."""
+    from .estimate import calibrate, study_seconds
+
+    have = {p["name"]: len(_present(store, p)) for p in plan["problems"]} if store else {}
+    low, high = study_seconds(plan, calibrate(plan, threads), have)
+    return low / 60, high / 60
+
+
+def _present(store: Any, problem: dict) -> set[str]:
+    from .analysis import load_problem
+
+    groups = load_problem(store, problem)
+    return {r.key for g in groups for r in (*g.grid_runs.values(), *g.runs) if r is not None}
+
+
+def _study(store: Any, plan: dict, out: Path, gif: bool, args: Any) -> int:
+    from . import runner
+    from .plan import count_runs, study_key
     from .progress import Progress
     from .report import write_report
 
-    key = config.study_key(plan)
-    store.save_study(key, profile, plan)
-    total = config.count_runs(plan)
-    have = len(_planned_keys(plan) & store.run_keys())
-    progress = Progress(total)
+    key = study_key(plan)
+    store.save_study(key, plan["profile"], plan)
+    have = sum(len(_present(store, p)) for p in plan["problems"])
+    low_runs, high_runs = count_runs(plan)
+    progress = Progress(max(0, low_runs - have))
+    low, high = _estimate(plan, args.threads, store)
     progress.line(
-        f"lab: {profile} profile: {len(plan['problems'])} problems, {total} runs"
-        + (f" ({have} already in {store.path})" if have else "")
-        + f", about {config.estimate_seconds(plan) / 60:.0f} min on one core; "
-        f"report → {out / 'report.html'}"
+        f"lab: {plan['profile']} profile: {len(plan['problems'])} problems, {low_runs}–{high_runs}"
+        f" runs{f' ({have} already in {store.path})' if have else ''}; about {_minutes(low)}"
+        f" on this machine ({_minutes(high)} if no comparison is decided before its last look);"
+        f" report → {out / 'report.html'}"
     )
     started = time.perf_counter()
     previous = signal.signal(signal.SIGTERM, _interrupt)
@@ -218,7 +332,7 @@ def _study(store: Any, plan: dict, profile: str, out: Path, gif: bool, args: Any
         counts = runner.run_study(store, plan, progress, threads=args.threads)
     except KeyboardInterrupt:
         progress.close()
-        done = len(_planned_keys(plan) & store.run_keys())
+        done = sum(len(_present(store, p)) for p in plan["problems"])
         print(
             f"\ninterrupted: {done} finished runs of this study are saved in {store.path} (the run "
             f"in progress was discarded).\nresume with: {_resume_command(args)}",
@@ -229,8 +343,12 @@ def _study(store: Any, plan: dict, profile: str, out: Path, gif: bool, args: Any
         signal.signal(signal.SIGTERM, previous)
     progress.close()
     minutes = (time.perf_counter() - started) / 60
-    print(f"lab: {counts['new']} runs trained, {counts['skipped']} already done, "
-          f"{minutes:.1f} min; writing the report…", file=sys.stderr)  # fmt: skip
+    store.set_meta(f"timing:{key}", {"estimate_min": [low, high], "took_min": minutes,
+                                     "trained_here": counts.here})  # fmt: skip
+    other = f", {counts.other} by another process sharing the database" if counts.other else ""
+    print(f"lab: {counts.here} runs trained here{other}, {counts.before} already done; "
+          f"{minutes:.1f} min (estimated {_minutes(low)}–{_minutes(high)}); writing the report…",
+          file=sys.stderr)  # fmt: skip
     try:
         path = write_report(store, out, gif=gif)
     except KeyboardInterrupt:
@@ -242,19 +360,12 @@ def _study(store: Any, plan: dict, profile: str, out: Path, gif: bool, args: Any
     return 0
 
 
+def _minutes(value: float) -> str:
+    return f"{value:.1f} min" if value < 10 else f"{value:.0f} min"
+
+
 def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
-
-
-def _planned_keys(plan: dict) -> set[str]:
-    """Keys of every run the plan could make (seed runs at any grid lr: the tuning decides)."""
-    from . import train
-
-    return {
-        train.run_key(train.run_config(g["config"], lr, seed))
-        for p in plan["problems"] for g in p["groups"] for lr in g["grid"]
-        for seed in p["seeds"]
-    }  # fmt: skip
 
 
 def _resume_command(args: Any) -> str:
@@ -272,15 +383,25 @@ def _resume_command(args: Any) -> str:
 
 
 def _report(out: Any, db: Any, gif: bool) -> int:
-    from .report import ReportError, write_report
-    from .store import Store, StoreError
-
     out_dir, db_path = _paths(out, db)
-    problem = _check_writable(out_dir)
+    if db_path.is_dir():
+        return _fail(f"--db {db_path} is a directory, not a database file")
+    if not db_path.exists():
+        return _fail(f"no lab database at {db_path} (run `optimlab lab` first)")
+    problem = _extras_problem() or _check_paths(out_dir)
     if problem:
         return _fail(problem)
+    from .report import ReportError, write_report
+    from .store import Store, StoreError, inspect
+
     try:
+        inspect(db_path)
         with Store.open(db_path, create=False) as store:
+            if store.latest_study() is None:
+                raise ReportError(f"{db_path} holds no study yet; run `optimlab lab` first")
+            problem = _make_folders(out_dir)
+            if problem:
+                return _fail(problem)
             path = write_report(store, out_dir, gif=gif)
     except (StoreError, ReportError) as error:
         return _fail(str(error))
@@ -288,30 +409,36 @@ def _report(out: Any, db: Any, gif: bool) -> int:
     return 0
 
 
-def _dry_run(plan: dict, out: Path, db: Path) -> int:
-    from . import config
+def _dry_run(plan: dict, out: Path, db: Path, threads: int) -> int:
+    from .plan import count_runs
 
-    print(f"profile {plan['profile']}, seeds {plan['seeds']}, database {db}, report {out}")
+    print(f"profile {plan['profile']}, database {db}, report {out}")
     for p in plan["problems"]:
-        groups = ", ".join(f"{g['optimizer']}/{g['schedule']}" for g in p["groups"])
-        print(f"  {p['name']} ({p['steps']} steps, seeds {p['seeds']}): {groups}")
-    print(f"{config.count_runs(plan)} runs, about {config.estimate_seconds(plan) / 60:.1f} min")
+        groups = ", ".join(g["name"] for g in p["groups"])
+        looks = "/".join(map(str, p["looks"]))
+        print(f"  {p['name']} ({p['steps']} steps, seeds {looks}): {groups}")
+    low_runs, high_runs = count_runs(plan)
+    print("timing a short run of each problem…", file=sys.stderr, flush=True)
+    low, high = _estimate(plan, threads)
+    print(f"{low_runs}–{high_runs} runs, about {_minutes(low)} on this machine "
+          f"({_minutes(high)} if no comparison is decided before its last look)")  # fmt: skip
     return 0
 
 
 def _list() -> int:
-    from . import catalog, config, problems
+    from . import catalog, problems
+    from .profiles import PROFILES
 
     print("profiles:")
-    for p in config.PROFILES.values():
-        print(f"  {p.name:16s} {p.help}")
+    for p in PROFILES.values():
+        print(f"  {p.name:20s} {p.help}")
     print("problems:")
     for p in problems.registry().values():
-        print(f"  {p.name:16s} {p.title}")
+        print(f"  {p.name:20s} {p.title}")
     print("optimizers:")
     for o in catalog.OPTIMIZERS.values():
-        print(f"  {o.name:16s} {o.label}: {o.lecture}")
+        print(f"  {o.name:20s} {o.label}: {o.lecture}")
     print("schedules:")
     for s in catalog.SCHEDULES.values():
-        print(f"  {s.name:16s} {s.text}")
+        print(f"  {s.name:20s} {s.text}")
     return 0

@@ -1,12 +1,16 @@
-"""The report's figures, drawn with matplotlib (Agg) from the stored runs; each is PNG bytes.
+"""The report's curves, drawn with matplotlib (Agg) from the stored runs; each is PNG bytes.
 
-Curves over seeds are the mean with a band from the lowest to the highest seed
-(seeds that diverged are left out of the band and said so in the legend).
+Readability rules every figure follows: legends outside the axes; a band (the
+lowest to the highest seed) only where few curves share an axis — with more, the
+seed range shows as a bar at the end of the run, where the claims measure; one
+colour per optimizer everywhere (a lecture form: its torch form's colour,
+dashed); losses in the problem's unit.  2-D figures are in :mod:`.plots2d`.
 """
 
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import Sequence
 
 import matplotlib
@@ -14,18 +18,40 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from . import catalog, problems  # noqa: E402
 from .analysis import Group, Study  # noqa: E402
 from .store import Store  # noqa: E402
 
-__all__ = ["COLORS", "figure_bytes", "loss_curves", "lr_sensitivity", "schedule_curves",
-           "schedule_shapes", "trajectories"]  # fmt: skip
+__all__ = ["color", "figure_bytes", "loss_curves", "lr_sensitivity", "perf_profile",
+           "schedule_curves", "schedule_shapes"]  # fmt: skip
 
-COLORS = dict(zip(catalog.OPTIMIZERS, plt.get_cmap("tab10").colors, strict=False))
-SCHEDULE_COLORS = dict(zip(catalog.SCHEDULES, plt.get_cmap("tab10").colors, strict=False))
-DPI = 90
+_PALETTE = plt.get_cmap("tab10").colors
+BASE_COLORS = {
+    "sgd": _PALETTE[0], "momentum": _PALETTE[1], "nesterov": _PALETTE[2],
+    "adagrad": _PALETTE[3], "rmsprop": _PALETTE[4], "adam": _PALETTE[5],
+    "adam_nobc": _PALETTE[6], "adamw": _PALETTE[7], "nadam": _PALETTE[8],
+}  # fmt: skip
+SCHEDULE_COLORS = dict(zip(catalog.SCHEDULES, _PALETTE, strict=False))
+DPI = 100
+#: with more curves than this on one axis, seed ranges are bars at the end, not bands
+MAX_BANDS = 3
+
+
+def color(optimizer: str) -> tuple:
+    return BASE_COLORS.get(catalog.FORMS.get(optimizer, optimizer), _PALETTE[9])
+
+
+def style(optimizer: str) -> str:
+    return "--" if optimizer in catalog.FORMS else "-"
+
+
+def new_figure(width: float, height: float, cols: int = 1, **kwargs) -> tuple:
+    fig, axes = plt.subplots(
+        1, cols, figsize=(width, height), squeeze=False, layout="constrained", **kwargs
+    )
+    return fig, axes[0]
 
 
 def figure_bytes(fig: plt.Figure) -> bytes:
@@ -35,224 +61,195 @@ def figure_bytes(fig: plt.Figure) -> bytes:
     return buffer.getvalue()
 
 
-def _band(store: Store, group: Group, metric: str) -> tuple[np.ndarray, ...] | None:
-    """(steps, mean, lo, hi, diverged seeds) of ``metric`` over the group's tuned runs."""
+def legend_outside(fig: plt.Figure, axes: Sequence[plt.Axes]) -> None:
+    handles, labels = [], []
+    for ax in axes:
+        for h, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            if label not in labels:
+                handles.append(h)
+                labels.append(label)
+    if handles:
+        fig.legend(handles, labels, loc="outside right upper", fontsize=8, frameon=False)
+
+
+def finish(ax: plt.Axes, xlabel: str, ylabel: str, log: bool = False) -> None:
+    ax.set_xlabel(xlabel, fontsize=9)
+    ax.set_ylabel(ylabel, fontsize=9)
+    if log:
+        ax.set_yscale("log")
+    else:
+        ax.yaxis.set_major_locator(MaxNLocator(6))
+    if ax.get_xscale() == "linear":
+        ax.xaxis.set_major_locator(MaxNLocator(6, integer=True))
+    ax.tick_params(labelsize=8)
+    ax.grid(alpha=0.3)
+
+
+def _curves(store: Store, group: Group, metric: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """(steps, values over seeds x steps) of ``metric`` for the group's finished runs."""
     curves = [store.series(r.key, metric) for r in group.runs if not r.diverged]
     curves = [c for c in curves if len(c[0])]
     if not curves:
         return None
     n = min(len(c[0]) for c in curves)
-    values = np.stack([c[1][:n] for c in curves])
-    return (
-        curves[0][0][:n],
-        values.mean(0),
-        values.min(0),
-        values.max(0),
-        len(group.runs) - len(curves),
-    )
+    return curves[0][0][:n], np.stack([c[1][:n] for c in curves])
 
 
-def _plot_band(ax: plt.Axes, store: Store, group: Group, metric: str, label: str, color,
-               shift: float = 0.0) -> None:  # fmt: skip
-    band = _band(store, group, metric)
-    if band is None:
-        ax.plot([], [], color=color, label=f"{label} (diverged)")
+def plot_group(ax: plt.Axes, store: Store, group: Group, metric: str, label: str, colour,
+               shift: float = 0.0, scale: float = 1.0, band: bool = True,
+               end_bar: float | None = None, linestyle: str = "-") -> None:  # fmt: skip
+    """The mean over seeds; the seed range as a band, or as a bar at x = ``end_bar``."""
+    data = _curves(store, group, metric)
+    bad = sum(r.diverged for r in group.runs)
+    note = f" ({bad} of {len(group.runs)} seeds diverged)" if bad else ""
+    if data is None:
+        ax.plot([], [], color=colour, ls=linestyle, label=f"{label} (diverged)")
         return
-    steps, mean, lo, hi, bad = band
-    note = f", {bad} seed(s) diverged" if bad else ""
-    ax.plot(steps, mean - shift, color=color, lw=1.4, label=f"{label}{note}")
-    if len(group.runs) > 1:
-        ax.fill_between(steps, lo - shift, hi - shift, color=color, alpha=0.2, lw=0)
+    steps, values = data
+    values = (values - shift) * scale
+    ax.plot(steps, values.mean(0), color=colour, lw=1.4, ls=linestyle, label=label + note)
+    if len(values) < 2:
+        return
+    if band:
+        ax.fill_between(steps, values.min(0), values.max(0), color=colour, alpha=0.15, lw=0)
+    elif end_bar is not None:
+        ax.plot([end_bar, end_bar], [values[:, -1].min(), values[:, -1].max()], color=colour,
+                lw=3, solid_capstyle="butt")  # fmt: skip
 
 
-def _finish(ax: plt.Axes, xlabel: str, ylabel: str, log: bool) -> None:
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    if log:
-        ax.set_yscale("log")
-    ax.grid(alpha=0.3)
-
-
-def _shift(problem: str) -> float:
+def shift_of(problem: str) -> float:
     """The known optimum, subtracted so that a log axis shows the approach to it."""
     return problems.get(problem).optimum or 0.0
 
 
-def _val_label(problem: str, final: bool = False) -> str:
+def loss_label(problem: str, final: bool = False) -> str:
     p = problems.get(problem)
-    text = "f(w) − f*" if p.is_2d else "validation loss"
-    if p.optimum is not None and not p.is_2d:
-        text += " − optimum"
+    if p.is_2d:
+        text = "f − f*"
+    elif p.optimum is not None:
+        text = "validation loss − optimum"
+    else:
+        text = "validation loss" + (f" ({p.loss_unit})" if p.loss_unit else "")
     return ("final " if final else "") + text
 
 
-def loss_curves(study: Study, store: Store, problem: str, groups: Sequence[Group]) -> bytes:
-    """Training and validation loss (and accuracy) per optimizer, mean and seed band."""
+def loss_curves(store: Store, problem: str, groups: Sequence[Group]) -> bytes | None:
+    """Training loss, validation loss (and accuracy) of ``groups``: mean and seed range."""
+    groups = [g for g in groups if g.runs]
+    if not groups:
+        return None
     p = problems.get(problem)
-    panels = [("val_loss", _val_label(problem))]
+    panels = [("val_loss", loss_label(problem))]
     if not p.is_2d:
-        panels.insert(0, ("train_loss", "training loss (mini-batch)"))
+        panels.insert(0, ("train_loss", "training loss (mini-batches)"))
     if p.has_accuracy:
-        panels.append(("val_acc", "validation accuracy"))
-    fig, axes = plt.subplots(
-        1,
-        len(panels),
-        figsize=(max(6.4, 4.6 * len(panels)), 3.4),
-        squeeze=False,
-        layout="constrained",
-    )
-    shift = _shift(problem)
-    for ax, (metric, ylabel) in zip(axes[0], panels, strict=True):
-        for g in groups:
-            label = catalog.OPTIMIZERS[g.optimizer].label
-            if g.schedule != "constant":
-                label += f", {g.schedule}"
-            _plot_band(ax, store, g, metric, label, COLORS[g.optimizer],
-                       shift if metric == "val_loss" else 0.0)  # fmt: skip
-        _finish(ax, "step", ylabel, log=metric != "val_acc")
-        if metric == "val_loss" and p.target is not None:
-            ax.axhline(p.target - shift, color="k", ls=":", lw=1, label="target")
-    axes[0][-1].legend(fontsize=7, loc="best")
-    fig.suptitle(f"{p.title}: tuned lr, {_seed_note(groups)}", fontsize=10)
+        panels.append(("val_acc", "validation accuracy (%)"))
+    fig, axes = new_figure(3.6 * len(panels) + 2.2, 3.0, len(panels))
+    band = len(groups) <= MAX_BANDS
+    steps = max(g.steps for g in groups)
+    for ax, (metric, ylabel) in zip(axes, panels, strict=True):
+        for k, g in enumerate(groups):
+            shift = shift_of(problem) if metric == "val_loss" else 0.0
+            scale = 100.0 if metric == "val_acc" else p.loss_scale
+            end = steps * (1.01 + 0.012 * k)
+            plot_group(ax, store, g, metric, g.label, color(g.optimizer), shift, scale, band,
+                       end, style(g.optimizer))  # fmt: skip
+        finish(ax, "step", ylabel, log=metric != "val_acc")
+        if metric == "val_loss":
+            ax.axhline((p.target - shift_of(problem)) * p.loss_scale, color="k", ls=":", lw=1,
+                       label="target")  # fmt: skip
+    legend_outside(fig, axes)
     return figure_bytes(fig)
-
-
-def _seed_note(groups: Sequence[Group]) -> str:
-    n = max((len(g.runs) for g in groups), default=0)
-    return f"mean and min–max over {n} seeds" if n > 1 else "one seed"
 
 
 def schedule_curves(study: Study, store: Store, problem: str) -> bytes | None:
-    """Validation loss per schedule, one panel per optimizer that was run with several schedules."""
-    by_opt: dict[str, list[Group]] = {}
+    """Validation loss per schedule for each optimizer run with several: the whole run, and
+    its last 40 % on a linear axis, with each schedule's seed range at the end."""
+    by_optimizer: dict[str, list[Group]] = {}
     for g in study.of(problem):
-        by_opt.setdefault(g.optimizer, []).append(g)
-    swept = {o: gs for o, gs in by_opt.items() if len(gs) > 1}
+        if g.tuned and g.runs:
+            by_optimizer.setdefault(g.optimizer, []).append(g)
+    swept = {o: gs for o, gs in by_optimizer.items() if len(gs) > 1}
     if not swept:
         return None
-    fig, axes = plt.subplots(
-        1,
-        len(swept),
-        figsize=(max(6.4, 5 * len(swept)), 3.4),
-        squeeze=False,
-        layout="constrained",
-    )
-    for ax, (optimizer, groups) in zip(axes[0], swept.items(), strict=True):
-        for g in groups:
-            _plot_band(ax, store, g, "val_loss", f"{g.schedule} (lr {g.best_lr})",
-                       SCHEDULE_COLORS[g.schedule], _shift(problem))  # fmt: skip
-        _finish(ax, "step", _val_label(problem), log=True)
-        ax.set_title(catalog.OPTIMIZERS[optimizer].label, fontsize=9)
-        ax.legend(fontsize=7)
-    fig.suptitle(f"{problems.get(problem).title}: schedules, peak lr tuned for each", fontsize=10)
+    p = problems.get(problem)
+    fig, axes = plt.subplots(len(swept), 2, figsize=(10, 2.9 * len(swept)), squeeze=False,
+                             layout="constrained")  # fmt: skip
+    for row, (optimizer, groups) in zip(axes, swept.items(), strict=True):
+        for ax, zoom in zip(row, (False, True), strict=True):
+            for k, g in enumerate(groups):
+                label = f"{catalog.SCHEDULES[g.schedule].label} (lr {g.best_lr:g})"
+                plot_group(ax, store, g, "val_loss", label, SCHEDULE_COLORS[g.schedule],
+                           shift_of(problem), p.loss_scale, band=False,
+                           end_bar=g.steps * (1.01 + 0.012 * k))  # fmt: skip
+            finish(ax, "step", loss_label(problem), log=not zoom)
+            name = catalog.OPTIMIZERS[optimizer].label
+            ax.set_title(f"{name}: last 40 % of the run" if zoom else name, fontsize=9)
+            if zoom:
+                steps = groups[0].steps
+                ax.set_xlim(0.6 * steps, 1.08 * steps)
+                _fit_y(ax, 0.6 * steps)
+        legend_outside(fig, [row[0]])
     return figure_bytes(fig)
+
+
+def _fit_y(ax: plt.Axes, x0: float) -> None:
+    """Scale the y axis to the data right of ``x0``."""
+    ys = []
+    for line in ax.get_lines():
+        x, y = (np.asarray(v, dtype=float) for v in line.get_data())
+        if len(x):
+            ys.extend(y[(x >= x0) & np.isfinite(y)])
+    if ys:
+        lo, hi = min(ys), max(ys)
+        pad = 0.08 * (hi - lo or abs(hi) or 1)
+        ax.set_ylim(lo - pad, hi + pad)
 
 
 def lr_sensitivity(study: Study, problem: str) -> bytes | None:
-    """Final validation loss against the learning rate (seed 0), diverged runs marked x."""
-    groups = [g for g in study.of(problem) if g.schedule == "constant" and g.grid_runs]
+    """Final validation loss against the learning rate (seed 0); diverged runs marked ×."""
+    groups = [g for g in study.of(problem) if g.schedule == "constant" and g.tuned]
+    groups = [g for g in groups if any(g.grid_runs.values())]
     if not groups:
         return None
-    fig, ax = plt.subplots(figsize=(5.6, 3.6), layout="constrained")
-    finite = [r.final_val_loss for g in groups for r in g.grid_runs.values()
+    p = problems.get(problem)
+    fig, (ax,) = new_figure(7.6, 3.0)
+    shift = shift_of(problem)
+    finite = [r.final_val_loss - shift for g in groups for r in g.grid_runs.values()
               if r is not None and not r.diverged and r.final_val_loss is not None]  # fmt: skip
-    shift = _shift(problem)
-    top = max(finite) - shift if finite else 1.0
+    top = (max(finite) if finite else 1.0) * p.loss_scale
     for g in groups:
-        color = COLORS[g.optimizer]
-        ok = [(lr, r.final_val_loss - shift) for lr, r in g.grid_runs.items()
-              if r is not None and not r.diverged and r.final_val_loss is not None]  # fmt: skip
+        ok = sorted(
+            (lr, (r.final_val_loss - shift) * p.loss_scale)
+            for lr, r in g.grid_runs.items()
+            if r is not None and not r.diverged and r.final_val_loss is not None
+        )
         bad = [lr for lr, r in g.grid_runs.items() if r is not None and r.diverged]
         if ok:
-            ax.plot(*zip(*ok, strict=True), "o-", color=color, ms=3,
-                    label=catalog.OPTIMIZERS[g.optimizer].label)  # fmt: skip
+            ax.plot(*zip(*ok, strict=True), "o-", color=color(g.optimizer), ms=3, label=g.label)
         if bad:
-            ax.plot(bad, [top * 1.5] * len(bad), "x", color=color)
+            ax.plot(bad, [top * 3] * len(bad), "x", color=color(g.optimizer), ms=6)
+        if g.best_lr is not None and (best := g.grid_runs.get(g.best_lr)) is not None:
+            ax.plot([g.best_lr], [(best.final_val_loss - shift) * p.loss_scale], "o", ms=7,
+                    mfc="none", mec=color(g.optimizer))  # fmt: skip
     ax.set_xscale("log")
-    _finish(ax, "learning rate", _val_label(problem, final=True), log=True)
-    ax.set_title(
-        f"{problems.get(problem).title}: lr sensitivity (seed 0; x = diverged)", fontsize=9
-    )
-    ax.legend(fontsize=7)
-    return figure_bytes(fig)
-
-
-def _contour(ax: plt.Axes, p: problems.Problem) -> None:
-    x0, x1, y0, y1 = p.bounds
-    xs, ys = np.meshgrid(np.linspace(x0, x1, 120), np.linspace(y0, y1, 120))
-    z = p.function(torch.from_numpy(xs), torch.from_numpy(ys)).numpy()
-    z = z - z.min() + 1e-3
-    ax.contour(xs, ys, z, levels=np.geomspace(z.min() * 10, z.max(), 18), cmap="Greys",
-               linewidths=0.6)  # fmt: skip
-    for m in p.minima:
-        ax.plot(*m, "*", color="gold", ms=10, mec="k", mew=0.5)
-    ax.set_xlim(x0, x1)
-    ax.set_ylim(y0, y1)
-
-
-def trajectories(study: Study, store: Store, problem: str) -> bytes | None:
-    """One contour panel per optimizer with the path(s) of its tuned seed-0 run."""
-    p = problems.get(problem)
-    groups = [g for g in study.of(problem) if g.schedule == "constant" and g.seed_runs.get(0)]
-    if not groups or not p.is_2d:
-        return None
-    cols = min(4, len(groups))
-    rows = -(-len(groups) // cols)
-    fig, axes = plt.subplots(
-        rows, cols, figsize=(3.2 * cols, 2.8 * rows), squeeze=False, layout="constrained"
-    )
-    for ax in axes.flat[len(groups) :]:
-        ax.axis("off")
-    for ax, g in zip(axes.flat, groups, strict=False):
-        _contour(ax, p)
-        traj = store.array(g.seed_runs[0].key, "trajectory")
-        if traj is not None:
-            for k in range(traj.shape[1]):
-                ax.plot(traj[:, k, 0], traj[:, k, 1], "-", color=COLORS[g.optimizer], lw=1)
-                ax.plot(traj[0, k, 0], traj[0, k, 1], "o", color="k", ms=2.5)
-                ax.plot(traj[-1, k, 0], traj[-1, k, 1], "o", color=COLORS[g.optimizer], ms=3)
-        status = " (diverged)" if g.seed_runs[0].diverged else ""
-        ax.set_title(
-            f"{catalog.OPTIMIZERS[g.optimizer].label}, lr {g.best_lr:g}{status}", fontsize=8
-        )
-        ax.tick_params(labelsize=7)
-    fig.suptitle(f"{p.title}: {g.steps} steps from the black dot(s), seed 0", fontsize=10)
-    return figure_bytes(fig)
-
-
-def schedule_shapes(names: Sequence[str], steps: int = 1000) -> bytes:
-    """The learning rate over a run, relative to the tuned peak, for each schedule used."""
-    fig, ax = plt.subplots(figsize=(9.5, 3.4), layout="constrained")
-    t = np.arange(steps + 1)
-    for name in names:
-        spec = catalog.SCHEDULES[name]
-        schedule = spec.make(1.0, steps)
-        ax.plot(
-            t / steps,
-            [schedule(int(i)) for i in t],
-            color=SCHEDULE_COLORS[name],
-            label=f"{name}: {spec.text}",
-        )
-    _finish(ax, "fraction of the run", "lr / tuned lr", log=False)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    ax.set_title("Schedules as run, relative to the tuned peak lr", fontsize=9)
+    finish(ax, "learning rate", loss_label(problem, final=True), log=True)
+    legend_outside(fig, [ax])
     return figure_bytes(fig)
 
 
 def eff_lr(study: Study, store: Store, problem: str) -> bytes | None:
-    """Claim 4: Adagrad's and RMSProp's per-weight step multiplier over the run."""
+    """Claim 4: the per-weight step multiplier of SGD, Adagrad and RMSProp over the run."""
     groups = [g for o in ("sgd", "adagrad", "rmsprop") if (g := study.find(problem, o)) and g.runs]
     if not groups:
         return None
-    fig, ax = plt.subplots(figsize=(5.6, 3.4), layout="constrained")
+    fig, (ax,) = new_figure(7.6, 3.0)
     for g in groups:
-        _plot_band(ax, store, g, "eff_lr", f"{catalog.OPTIMIZERS[g.optimizer].label} "
-                   f"(lr {g.best_lr:g})", COLORS[g.optimizer])  # fmt: skip
-    _finish(ax, "step", "median |Δw| / (lr |g|)", log=True)
+        plot_group(ax, store, g, "eff_lr", f"{g.label} (lr {g.best_lr:g})", color(g.optimizer))
+    finish(ax, "step", "step multiplier |Δw| / (lr·|g|)", log=True)
     ax.set_xscale("symlog", linthresh=10)
     ax.set_xlim(left=0)
-    ax.legend(fontsize=7)
-    ax.set_title(f"{problems.get(problem).title}: effective step multiplier", fontsize=9)
+    legend_outside(fig, [ax])
     return figure_bytes(fig)
 
 
@@ -262,19 +259,60 @@ def early_update(study: Study, store: Store, problem: str) -> bytes | None:
     if adam is None or nobc is None or adam.best_lr is None:
         return None
     lr = adam.best_lr
-    runs = [(g, g.grid_runs.get(lr)) for g in (adam, nobc)]
-    fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.3), layout="constrained")
-    for g, r in runs:
-        if r is None:
+    fig, axes = new_figure(9.6, 3.0, 2)
+    for g in (adam, nobc):
+        run = g.grid_runs.get(lr)
+        if run is None:
             continue
-        label = catalog.OPTIMIZERS[g.optimizer].label
-        s, v = store.series(r.key, "update")
-        axes[0].plot(s[s < 60], v[s < 60], "o-", ms=2, color=COLORS[g.optimizer], label=label)
-        s, v = store.series(r.key, "train_loss")
-        axes[1].plot(s, v, color=COLORS[g.optimizer], label=label)
-    _finish(axes[0], "step", "mean |Δw| / lr", log=False)
-    _finish(axes[1], "step", "training loss", log=True)
-    axes[0].legend(fontsize=7)
-    fig.suptitle(f"{problems.get(problem).title}: Adam's first steps at lr {lr:g} (seed 0)",
-                 fontsize=10)  # fmt: skip
+        label = f"{g.label} (lr {lr:g})"
+        s, v = store.series(run.key, "update")
+        axes[0].plot(s[s < 60], v[s < 60], "o-", ms=2, color=color(g.optimizer), label=label)
+        s, v = store.series(run.key, "train_loss")
+        axes[1].plot(s, v, color=color(g.optimizer), lw=1, label=label)
+    finish(axes[0], "step", "step size: mean |Δw| / lr")
+    finish(axes[1], "step", "training loss (mini-batches)", log=True)
+    legend_outside(fig, axes)
+    return figure_bytes(fig)
+
+
+def schedule_shapes(names: Sequence[str], steps: int = 1000) -> bytes:
+    """The learning rate over a run, relative to the tuned peak, for each schedule used."""
+    fig, (ax,) = new_figure(9.6, 3.0)
+    t = np.arange(steps + 1)
+    for name in names:
+        spec = catalog.SCHEDULES[name]
+        schedule = spec.make(1.0, steps)
+        ax.plot(t / steps, [schedule(int(i)) for i in t], color=SCHEDULE_COLORS[name],
+                label=f"{spec.label}: {spec.text}")  # fmt: skip
+    finish(ax, "fraction of the run", "lr / tuned peak lr")
+    ax.xaxis.set_major_locator(MaxNLocator(6))
+    legend_outside(fig, [ax])
+    return figure_bytes(fig)
+
+
+def perf_profile(profile: dict[str, dict[str, float]], labels: dict[str, str]) -> bytes | None:
+    """Dolan & Moré's performance profile: for each optimizer, the share of problems on which
+    its steps to target are within a factor τ of the fastest optimizer's."""
+    if not profile:
+        return None
+    optimizers = list(next(iter(profile.values())))
+    ratios = {o: [] for o in optimizers}
+    for times in profile.values():
+        best = min(times.values())
+        for o, t in times.items():
+            ratios[o].append(t / best if math.isfinite(t) and math.isfinite(best) else math.inf)
+    finite = [r for rs in ratios.values() for r in rs if math.isfinite(r)]
+    tau_max = max(2.0, max(finite, default=2.0) * 1.3)
+    taus = np.geomspace(1, tau_max, 400)
+    fig, (ax,) = new_figure(8.0, 3.2)
+    for o in optimizers:
+        r = np.asarray(ratios[o])
+        share = [(r <= tau).mean() for tau in taus]
+        ax.step(taus, share, where="post", color=color(o), ls=style(o), label=labels[o])
+    ax.set_xscale("log", base=2)
+    ax.set_ylim(-0.02, 1.02)
+    finish(ax, "τ: within this factor of the fastest optimizer's steps",
+           "share of problems")  # fmt: skip
+    ax.set_xlim(1, tau_max)
+    legend_outside(fig, [ax])
     return figure_bytes(fig)

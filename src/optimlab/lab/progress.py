@@ -2,14 +2,15 @@
 
 On a terminal: one bar for the study (runs, with an ETA) and one for the run in
 progress (steps).  When stderr is not a terminal (CI, a pipe, a log file) there
-are no bars; a line is printed per finished problem, so logs stay short.
+are no bars; a line is printed per finished problem, so logs stay short.  The
+study's total grows when a comparison asks for more seeds.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Sequence
 from typing import TextIO
 
 __all__ = ["Progress"]
@@ -51,6 +52,10 @@ class Progress:
 
     def skip(self) -> None:
         self.count += 1
+        if self.count > self.total:
+            self.total = self.count
+            if self._study is not None:
+                self._study.total = self.total
         if self._study is not None:
             self._study.update(1)
 
@@ -71,15 +76,10 @@ class Progress:
             self._run = None
         self.skip()
 
-    def problem_done(
-        self, name: str, new: int, seconds: float, chosen: Mapping[tuple[str, str], float | None]
-    ) -> None:
-        diverged = [f"{o}/{s}" for (o, s), lr in chosen.items() if lr is None]
+    def problem_done(self, name: str, new: int, seconds: float, diverged: Sequence[str]) -> None:
         note = f"; every lr diverged for {', '.join(diverged)}" if diverged else ""
-        self.line(
-            f"lab: {name}: done ({self.count}/{self.total} runs of the study; "
-            f"{new} new in {seconds:.0f} s){note}"
-        )
+        runs = f"{new} run{'' if new == 1 else 's'}"
+        self.line(f"lab: {name}: done ({runs} trained in {seconds:.0f} s){note}")
 
     def close(self) -> None:
         if self._run is not None:

@@ -1,10 +1,10 @@
 """The report: one self-contained HTML file (figures embedded) plus the PNGs, from the store alone.
 
 :func:`write_report` reads the latest study of a database, checks the
-lecture's claims, draws the figures and writes ``report.html`` and
-``plots/*.png`` into the output directory, each file atomically (a temporary
-file renamed into place), so a report is never half-written.  It trains
-nothing: ``optimlab lab report`` calls it on an existing database.
+lecture's claims and its forms, draws the figures and writes ``report.html``
+and ``plots/*.png`` into the output directory, each file atomically (a
+temporary file renamed into place), so a report is never half-written.  It
+trains nothing: ``optimlab lab report`` calls it on an existing database.
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..checkpoint import atomic_write
-from . import catalog, claims, plots, problems
-from .analysis import Group, Study, final_spread, load_study, target_spread
+from . import catalog, claims, playground, plots, plots2d, problems, sections
+from .analysis import Study, load_study
+from .plan import study_key
 from .store import Store
 
 __all__ = ["ReportError", "write_report"]
@@ -30,14 +31,24 @@ class ReportError(Exception):
 
 
 _STYLE = """
-body{font:14px/1.45 system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
-h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:2em}
+body{font:15px/1.5 system-ui,sans-serif;max-width:1180px;margin:2em auto;padding:0 1em;color:#222}
+h1{font-size:1.7em;margin-bottom:.2em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;
+margin-top:2.2em}h3{font-size:1.05em;margin:1.6em 0 .4em}
 table{border-collapse:collapse;margin:.6em 0;font-size:13px}
 td,th{border:1px solid #ddd;padding:3px 7px;text-align:left;vertical-align:top}
 th{background:#f4f4f4}td.n{text-align:right;font-variant-numeric:tabular-nums}
-.held{background:#d9f2d9}.did-not-hold{background:#f8d7d7}.inconclusive{background:#fff3cd}
-.v{font-weight:600;white-space:nowrap}img{max-width:100%;margin:.4em 0}
-.note{color:#555;font-size:13px}ul{margin:.3em 0}code{background:#f4f4f4;padding:0 3px}
+table.claims td:nth-child(3){max-width:34em}
+.held{background:#e3f4e3}.not-held{background:#f8dede}.undecided{background:#fff5d6}
+.v{font-weight:600;white-space:nowrap}.note{color:#555;font-size:13px}
+figure{margin:.8em 0 1.4em}figure img{max-width:100%;display:block}
+figcaption{color:#444;font-size:13px;max-width:62em;margin-top:.2em}
+section.claim{border-left:3px solid #e5e5e5;padding-left:1em;margin:1.2em 0}
+ul{margin:.3em 0}code{background:#f4f4f4;padding:0 3px}dt{font-weight:600;margin-top:.4em}
+dd{margin-left:1.2em}nav a{margin-right:.8em}
+.playground{border:1px solid #ddd;padding:.8em;border-radius:4px}
+.pg-controls{display:flex;flex-wrap:wrap;gap:.3em 1.2em;font-size:13px;margin-bottom:.6em}
+.pg-controls input[type=number]{width:6.5em}.pg-plots{display:flex;flex-wrap:wrap;gap:1em}
+.pg-plots canvas{border:1px solid #ccc;max-width:100%}canvas.contour{cursor:crosshair}
 """
 
 
@@ -50,189 +61,93 @@ def _write(path: Path, data: bytes) -> None:
 
 
 class _Figures:
-    """Figures by name: drawn once, written to ``plots/``, embedded as base64."""
+    """Figures by name: drawn once, written to ``plots/``, embedded as base64 with a caption."""
 
-    def __init__(self, out: Path) -> None:
+    def __init__(self, out: Path, study: Study, store: Store) -> None:
         self.dir = out / "plots"
         self.dir.mkdir(parents=True, exist_ok=True)
+        self.study, self.store = study, store
         self.cache: dict[str, tuple[str, str] | None] = {}
 
-    def get(self, name: str, draw: Callable[[], bytes | None], ext: str = "png") -> str:
+    def __call__(self, name: str, caption: str) -> str:
         if name not in self.cache:
-            data = draw()
+            data = self._draw(name)
             if data is None:
                 self.cache[name] = None
             else:
-                file = f"{name.replace(':', '-')}.{ext}"
+                ext = "gif" if data.startswith(b"GIF8") else "png"
+                file = f"{name.replace(':', '-').replace(',', '-')}.{ext}"
                 _write(self.dir / file, data)
-                mime = "image/gif" if ext == "gif" else "image/png"
-                self.cache[name] = (file, f"data:{mime};base64,{base64.b64encode(data).decode()}")
+                uri = f"data:image/{ext};base64,{base64.b64encode(data).decode()}"
+                self.cache[name] = (file, uri)
         item = self.cache[name]
         if item is None:
             return ""
         file, uri = item
-        return f'<img src="{uri}" alt="{html.escape(file)}" title="plots/{html.escape(file)}">'
-
-
-def _claim_figure(figs: _Figures, study: Study, store: Store, name: str) -> str:
-    kind, _, problem = name.partition(":")
-    draw = {
-        "trajectories": lambda: plots.trajectories(study, store, problem),
-        "loss": lambda: plots.loss_curves(study, store, problem, _constant(study, problem)),
-        "schedules": lambda: plots.schedule_curves(study, store, problem),
-        "eff_lr": lambda: plots.eff_lr(study, store, problem),
-        "early_update": lambda: plots.early_update(study, store, problem),
-    }[kind]
-    return figs.get(name, draw)
-
-
-def _constant(study: Study, problem: str) -> list[Group]:
-    groups = study.of(problem)
-    base = [g for g in groups if g.schedule == "constant"]
-    return base or groups
-
-
-def _e(text: object) -> str:
-    return html.escape(str(text))
-
-
-def _claims_html(figs: _Figures, study: Study, store: Store, checked: list[claims.Claim]) -> str:
-    rows = []
-    for c in checked:
-        css = c.verdict.replace(" ", "-")
-        numbers = "".join(f"<li>{_e(n)}</li>" for n in c.numbers)
-        why = f"<br><span class=note>{_e(c.why)}</span>" if c.why else ""
-        rows.append(
-            f"<tr><td>{_e(c.number)}</td><td>{_e(c.statement)}<br><span class=note>{_e(c.source)}"
-            f"</span></td><td>{_e(c.experiment)}<ul>{numbers}</ul><span class=note>Rule: "
-            f"{_e(c.rule)}</span></td><td class='v {css}'>{_e(c.verdict)}{why}</td></tr>"
+        return (
+            f'<figure><img src="{uri}" alt="{html.escape(caption or file)}" '
+            f'title="plots/{html.escape(file)}"><figcaption>{html.escape(caption)}</figcaption>'
+            "</figure>"
         )
-    table = (
-        "<table><tr><th>#</th><th>The lecture says</th><th>Experiment and numbers</th>"
-        f"<th>Verdict</th></tr>{''.join(rows)}</table>"
-    )
-    shown = []
-    for c in checked:
-        if c.figure and c.figure not in shown:
-            shown.append(c.figure)
-    images = "".join(
-        f"<h3>Claim {', '.join(c.number for c in checked if c.figure == name)}</h3>"
-        + _claim_figure(figs, study, store, name)
-        for name in shown
-    )
-    return table + images
+
+    def _draw(self, name: str) -> bytes | None:
+        study, store = self.study, self.store
+        kind, _, rest = name.partition(":")
+        problem, _, which = rest.partition(":")
+        draw: dict[str, Callable[[], bytes | None]] = {
+            "loss": lambda: plots.loss_curves(store, problem, _loss_groups(study, problem, which)),
+            "schedules": lambda: plots.schedule_curves(study, store, problem),
+            "lr": lambda: plots.lr_sensitivity(study, problem),
+            "eff_lr": lambda: plots.eff_lr(study, store, problem),
+            "early_update": lambda: plots.early_update(study, store, problem),
+            "trajectories": lambda: plots2d.trajectories(study, store, problem),
+            "claim1": lambda: plots2d.claim1(study, store, problem),
+            "form_velocity": lambda: plots2d.form_velocity(study, store, problem),
+            "form_nesterov": lambda: plots2d.form_nesterov(study, store, problem),
+            "form_eps": lambda: plots2d.form_eps(study, store, problem),
+            "perf_profile": lambda: _profile(study, store),
+            "schedule_shapes": lambda: plots.schedule_shapes(
+                [s for s in catalog.SCHEDULES if any(g.schedule == s for g in study.groups)]
+            ),
+            "anim": lambda: _gif(study, store, problem),
+        }
+        return draw[kind]()
 
 
-def _fmt_steps(store: Store, g: Group) -> str:
-    if not g.runs:
-        return "–"
-    spread, hits = target_spread(store, g)
-    if hits == 0:
-        return "not reached"
-    text = f"{spread.mean:.0f} [{spread.lo:.0f}–{spread.hi:.0f}]"
-    return text + (f" ({hits}/{spread.n})" if hits < spread.n else "")
+def _loss_groups(study: Study, problem: str, which: str) -> list:
+    groups = [g for g in study.of(problem) if g.tuned and g.schedule == "constant"]
+    if which:
+        names = which.split(",")
+        groups = sorted((g for g in groups if g.optimizer in names),
+                        key=lambda g: names.index(g.optimizer))  # fmt: skip
+    return groups
 
 
-def _table(store: Store, groups: list[Group]) -> str:
-    head = ("optimizer", "schedule", "lr grid", "tuned lr", "final train loss",
-            "final val loss", "val accuracy", "steps to target", "ms / step", "seeds")  # fmt: skip
-    rows = []
-    for g in groups:
-        if g.best_lr is None:
-            lr = "all diverged" if g.grid_complete else "tuning…"
-        else:
-            lr = f"{g.best_lr:g}" + (" (grid edge)" if g.best_at_edge else "")
-        acc = final_spread(g, "val_acc")
-        ms = [r.step_ms for r in g.runs]
-        cells = (
-            catalog.OPTIMIZERS[g.optimizer].label, g.schedule,
-            f"{g.grid[0]:g} … {g.grid[-1]:g} ({len(g.grid)})", lr,
-            final_spread(g, "train_loss").fmt(), final_spread(g).fmt(),
-            acc.fmt(3, pct=True) if acc.finite else "–", _fmt_steps(store, g),
-            f"{sum(ms) / len(ms):.2f}" if ms else "–", f"{len(g.runs)}/{len(g.seeds)}",
-        )  # fmt: skip
-        rows.append("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in cells) + "</tr>")
-    return (
-        "<table><tr>"
-        + "".join(f"<th>{h}</th>" for h in head)
-        + "</tr>"
-        + "".join(rows)
-        + "</table>"
-    )
+def _profile(study: Study, store: Store) -> bytes | None:
+    times, optimizers = sections.profile_times(study, store)
+    labels = {o: catalog.OPTIMIZERS[o].label for o in optimizers}
+    return plots.perf_profile(times, labels) if len(times) >= 2 else None
 
 
-def _best_html(groups: list[Group]) -> str:
-    """The best mean final result of the study on this problem, said plainly."""
-    scored = [(final_spread(g, "val_acc"), g) for g in groups if g.runs]
-    scored = [(s, g) for s, g in scored if s.finite]
-    if scored:
-        s, g = max(scored, key=lambda item: item[0].mean)
-        what = f"best mean validation accuracy: {s.fmt(3, pct=True)}"
-    else:
-        scored = [(final_spread(g), g) for g in groups if g.runs]
-        scored = [(s, g) for s, g in scored if s.finite]
-        if not scored:
-            return ""
-        s, g = min(scored, key=lambda item: item[0].mean)
-        what = f"lowest mean final validation loss: {s.fmt()}"
-    return (
-        f"<p><b>In this study, {what}</b> ({_e(catalog.OPTIMIZERS[g.optimizer].label)}, "
-        f"{_e(g.schedule)}, lr {g.best_lr:g}, {g.steps} steps, {len(g.runs)} seeds).</p>"
-    )
+def _gif(study: Study, store: Store, problem: str) -> bytes | None:
+    from .animate import trajectory_gif
+
+    return trajectory_gif(study, store, problem)
 
 
-def _problem_html(figs: _Figures, study: Study, store: Store, name: str, gif: bool) -> str:
-    p = problems.get(name)
-    groups = study.of(name)
-    parts = [
-        f"<h2 id='{_e(name)}'>{_e(p.title)} <code>{_e(name)}</code></h2>",
-        f"<p>{_e(p.description)} Steps to target: first evaluation with {_e(p.target_text)}.</p>",
-        _best_html(groups),
-        _table(store, groups),
-        figs.get(
-            f"loss:{name}", lambda: plots.loss_curves(study, store, name, _constant(study, name))
-        ),
-        figs.get(f"schedules:{name}", lambda: plots.schedule_curves(study, store, name)),
-        figs.get(f"lr:{name}", lambda: plots.lr_sensitivity(study, name)),
-        figs.get(f"trajectories:{name}", lambda: plots.trajectories(study, store, name)),
-    ]
-    if gif and p.is_2d and not name.endswith("_noisy"):
-        from .animate import trajectory_gif
-
-        parts.append(figs.get(f"anim:{name}", lambda: trajectory_gif(study, store, name), "gif"))
-    return "\n".join(parts)
-
-
-def _method_html(study: Study) -> str:
-    seeds = study.plan["seeds"]
-    fewer = [
-        f"{p['name']} {len(p['seeds'])}" for p in study.plan["problems"] if p["seeds"] != seeds
-    ]
-    seeds_text = ", ".join(map(str, seeds))
-    seeds_text += f" (fewer where runs are costly: {', '.join(fewer)})" if fewer else ""
-    optimizers = "; ".join(
-        f"{o.name} = {o.label} ({o.lecture})" for o in catalog.OPTIMIZERS.values()
-    )
-    return f"""<h2>Method</h2><ul>
-<li>Profile <code>{_e(study.profile)}</code>; seeds {_e(seeds_text)}. For every
-(problem, optimizer, schedule) group the learning rate was tuned on a log grid (half a decade
-apart) with seed 0 and the full number of steps; the lr with the lowest final validation loss
-won (diverged runs count as infinitely bad); that lr was then run on the other seeds. The seed-0
-run of the winner is its grid run, so the reported seed 0 was also used for the choice (a small
-optimistic bias, the same for every optimizer). "(grid edge)" marks a winner at the end of the
-grid: a wider grid might do better.</li>
-<li>Final training loss: mean mini-batch loss over the last 10 % of the steps. Final validation
-loss/accuracy: at the last step. ± is the standard deviation over seeds; bands in the figures
-span the lowest to the highest seed.</li>
-<li>Steps to target: the first evaluation step at which the validation loss reaches the
-problem's target (evaluations every step for the 2-D functions, 25 (LM: 10) per run otherwise),
-mean [min–max] over seeds; a seed that never reaches it is counted as steps + 1 in comparisons
-and shown as (reached/seeds).</li>
-<li>Optimizers: {_e(optimizers)}.
-Hyperparameters other than lr are the torch defaults.</li>
-<li>Every number here is recomputed from the per-step series in the database; each run's full
-configuration is stored with it (table <code>runs</code>, column <code>config</code>).</li>
-</ul>"""
+def _timing(study: Study, store: Store) -> str:
+    runs = study.all_runs().values()
+    compute = sum(r.wall_s for r in runs)
+    text = f"Training time, summed over the {len(runs)} runs: {compute / 60:.1f} min"
+    timing = store.get_meta(f"timing:{study_key(study.plan)}")
+    if timing:
+        low, high = timing["estimate_min"]
+        text += (
+            f". The last `optimlab lab` on this database trained {timing['trained_here']} runs in "
+            f"{timing['took_min']:.1f} min; before it started, it estimated {low:.1f}–{high:.1f} "
+            "min from short runs timed on the same machine"
+        )
+    return html.escape(text) + "."
 
 
 def write_report(store: Store, out: Path, *, gif: bool = False) -> Path:
@@ -241,39 +156,71 @@ def write_report(store: Store, out: Path, *, gif: bool = False) -> Path:
     if study is None:
         raise ReportError(f"{store.path} holds no study yet; run `optimlab lab` first")
     out.mkdir(parents=True, exist_ok=True)
-    figs = _Figures(out)
+    figure = _Figures(out, study, store)
     checked = claims.check_all(study, store)
-    names = study.problems()
-    used = [s for s in catalog.SCHEDULES if any(g.schedule == s for g in study.groups)]
+    forms = claims.check_forms(study, store)
     env = {}
-    runs = [r for g in study.groups for r in (*g.grid_runs.values(), *g.runs) if r is not None]
+    runs = list(study.all_runs().values())
     if runs:
-        env = json.loads(runs[-1].env)
-    compute = sum({r.key: r.wall_s for r in runs}.values())
-    incomplete = study.runs_done < study.runs_planned
+        env = json.loads(max(runs, key=lambda r: r.finished).env)
+    planned = sum(len(g.grid) + _first_look(study, g.problem) - (1 if g.grid else 0)
+                  for g in study.groups)  # fmt: skip
+    incomplete = len(runs) < planned
     status = (
-        f"<p><b>Incomplete study: {study.runs_done} of {study.runs_planned} runs are in the "
-        "database.</b> Run the same command again to finish it.</p>"
+        f"<p><b>Incomplete study: {len(runs)} runs are in the database, at least {planned} are "
+        "planned.</b> Run the same command again to finish it.</p>"
         if incomplete
         else ""
     )
-    toc = " · ".join(f"<a href='#{_e(n)}'>{_e(n)}</a>" for n in names)
+    names = study.problems()
+    toc = " · ".join(f"<a href='#{sections.e(n)}'>{sections.e(problems.get(n).title)}</a>"
+                     for n in names)  # fmt: skip
+    held = sum(c.verdict == claims.HELD for c in checked)
     body = [
         "<h1>optimlab lab: the lecture's claims, checked</h1>",
-        f"<p class=note>Generated {time.strftime('%Y-%m-%d %H:%M')} from <code>{_e(store.path)}"
-        f"</code> · study {_e(study.key)} · {study.runs_done} runs · {compute / 60:.1f} min of "
-        f"training · {_e(', '.join(f'{k} {v}' for k, v in env.items()))}</p>",
+        f"<p class=note>Generated {time.strftime('%Y-%m-%d %H:%M')} from <code>"
+        f"{sections.e(store.path)}</code> · study {sections.e(study.key)} · {len(runs)} runs · "
+        f"{sections.e(', '.join(f'{k} {v}' for k, v in env.items()))}</p>",
+        "<nav><a href='#claims'>claims</a><a href='#forms'>the lecture's forms</a>"
+        "<a href='#summary'>across problems</a><a href='#play'>playground</a>"
+        "<a href='#problems'>problems</a><a href='#reading'>how to read</a>"
+        "<a href='#method'>method</a></nav>",
         status,
-        "<h2>The lecture's claims</h2>",
-        "<p class=note>Each verdict is computed from the numbers by the rule shown; "
-        "'inconclusive' says why. Short runs and few seeds (the --quick profile) make more "
-        "claims inconclusive.</p>",
-        _claims_html(figs, study, store, checked),
-        f"<h2>Problems</h2><p>{toc}</p>",
-        *(_problem_html(figs, study, store, n, gif) for n in names),
+        "<h2 id=claims>The lecture's claims</h2>",
+        f"<p>{held} of {len(checked)} claims held in this study. Each verdict follows from the "
+        "numbers by the rule given with it; an undecided one says how large an effect it could "
+        "have seen. Terms are explained in <a href='#reading'>how to read this report</a>.</p>",
+        sections.claims_table(checked),
+        *(sections.claim_section(c, figure) for c in checked),
+        "<h2 id=forms>The lecture's forms of the optimizers</h2>",
+        "<p>The lecture writes three updates differently from torch. Each is run here beside "
+        "torch's form at the same hyperparameters: where the forms agree, where they part, and "
+        "by how much.</p>",
+        sections.claims_table(forms),
+        *(sections.claim_section(c, figure, "Section") for c in forms),
+        sections.profile_section(study, store, figure),
+        "<h2 id=play>Playground</h2><p>Pick a function and an optimizer, set its "
+        "hyperparameters, and watch its path; click the contour plot to start from there. Each "
+        "run stays on the plot (up to four) to compare. The updates are optimlab's, transcribed "
+        "to JavaScript and checked against it by the test suite (float64, to 1e-9).</p>",
+        playground.fragment(),
+        f"<h2 id=problems>Problems</h2><p>{toc}</p>",
+        *(
+            sections.problem_section(
+                study,
+                store,
+                n,
+                figure,
+                figure(f"anim:{n}", "The paths, step by step (seed 0).")
+                if gif and problems.get(n).is_2d
+                else "",
+            )
+            for n in names
+        ),  # fmt: skip
         "<h2>Schedules used</h2>",
-        figs.get("schedule_shapes", lambda: plots.schedule_shapes(used)) if used else "",
-        _method_html(study),
+        figure("schedule_shapes", "The learning rate over a run, as a share of the tuned peak."),
+        sections.GLOSSARY,
+        sections.method_section(study, _timing(study, store)),
     ]
     page = (
         "<!doctype html><html><head><meta charset='utf-8'><title>optimlab lab report</title>"
@@ -282,3 +229,7 @@ def write_report(store: Store, out: Path, *, gif: bool = False) -> Path:
     path = out / "report.html"
     _write(path, page.encode())
     return path
+
+
+def _first_look(study: Study, problem: str) -> int:
+    return int(study.problem_plan(problem)["looks"][0])

@@ -9,6 +9,7 @@ Tables::
          wall_s, step_ms, finished, config, env)
     metrics(run, name, step, value)   the per-step series (train_loss, val_loss, lr, ...)
     arrays(run, name, dtype, shape, data)   2-D trajectories, raw little-endian bytes
+    claims(key, owner, pid, host, started, heartbeat)   runs being trained right now
 
 A row in ``runs`` exists only for a run that ended (``finished`` or
 ``diverged``): :meth:`Store.add_run` writes the row, its metrics and its arrays
@@ -17,16 +18,28 @@ whole run or nothing of it.  The file is in WAL mode (readers never block the
 writer, a crash never corrupts it).
 
 Opening checks that the file is ours — the SQLite header, ``PRAGMA
-application_id`` and ``PRAGMA user_version`` — *before* writing anything; any
-other file (random bytes, another program's database, a newer schema) raises
-:class:`StoreError` with one line saying so, and the file is left untouched.
+application_id`` and ``PRAGMA user_version`` — and that it is whole (``PRAGMA
+quick_check``: every page and index readable and consistent) *before* writing
+anything; any other file (random bytes, another program's database, a newer
+schema, a truncated or damaged file) raises :class:`StoreError` with one line
+saying so, and the file is left untouched.  (SQLite keeps no checksums: a byte
+changed inside a stored number is not detectable; a damaged page structure is.)
+
+Several processes may share one database.  A process *claims* a run before it
+trains it (:meth:`Store.claim`); the others skip a run claimed by a live
+process and wait for its result when they need it.  A claim whose process has
+died (its pid is gone on this host, or it has not refreshed its heartbeat for
+:data:`STALE_CLAIM` seconds) is taken over.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import socket
 import sqlite3
 import time
+import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,10 +47,13 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "RunRow", "Store", "StoreError"]
+__all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "RunRow", "Store", "StoreError", "inspect"]
 
 APPLICATION_ID = 0x4F4C4142  # "OLAB"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: seconds without a heartbeat after which a claim counts as abandoned (a live process
+#: refreshes its claim every few seconds while it trains; see Store.heartbeat)
+STALE_CLAIM = 120.0
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
 _SCHEMA = """
@@ -67,6 +83,13 @@ CREATE TABLE arrays (
     dtype TEXT NOT NULL, shape TEXT NOT NULL, data BLOB NOT NULL,
     PRIMARY KEY (run, name)
 );
+"""
+#: schema 2 added the claims; a schema-1 database gets the table when it is opened
+_CLAIMS = """
+CREATE TABLE IF NOT EXISTS claims (
+    key TEXT PRIMARY KEY, owner TEXT NOT NULL, pid INTEGER NOT NULL, host TEXT NOT NULL,
+    started REAL NOT NULL, heartbeat REAL NOT NULL
+)
 """
 
 _RUN_COLUMNS = (
@@ -106,49 +129,86 @@ class RunRow:
         return self.status == "diverged"
 
 
-def _check_file(path: Path) -> bool:
-    """True if ``path`` holds a database to open, False if there is none yet (absent or empty)."""
+def _check_file(path: Path) -> int:
+    """The schema version of the database at ``path``, 0 if there is none yet (absent or empty).
+
+    Raises :class:`StoreError` for anything but a whole lab database this optimlab can use.
+    """
     try:
         with path.open("rb") as file:
             head = file.read(len(_SQLITE_MAGIC))
     except FileNotFoundError:
-        return False
+        return 0
     except IsADirectoryError:
         raise StoreError(f"{path} is a directory, not a database file") from None
     except OSError as error:
         raise StoreError(f"cannot read {path}: {error.strerror}") from None
     if not head:
-        return False
+        return 0
     if head != _SQLITE_MAGIC:
         raise StoreError(f"{path} is not an SQLite database (not written by optimlab lab)")
-    try:  # read-only: a foreign or newer database is never modified
-        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    # read-only: a foreign, newer or damaged database is never modified; without a -wal file
+    # beside it (no process has it open, nothing to replay) also "immutable", so that SQLite
+    # leaves no -wal and -shm files beside a file it then refuses
+    wal = path.with_name(path.name + "-wal").exists()
+    uri = f"{path.resolve().as_uri()}?mode=ro" + ("" if wal else "&immutable=1")
+    try:
+        conn = sqlite3.connect(uri, uri=True, timeout=30)
         try:
             app = conn.execute("PRAGMA application_id").fetchone()[0]
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+            problems = [r[0] for r in conn.execute("PRAGMA quick_check(3)")]
         finally:
             conn.close()
     except sqlite3.DatabaseError as error:
-        raise StoreError(f"{path} is a damaged SQLite database ({error})") from None
-    if app == 0 and tables == 0:
-        return False  # an empty database (e.g. killed while being created): nothing to lose
+        raise StoreError(f"{path} is damaged ({error}); move it away or use another --db") from None
+    if app == 0 and tables == 0 and problems == ["ok"]:
+        return 0  # an empty database (e.g. killed while being created): nothing to lose
     if app != APPLICATION_ID:
         raise StoreError(
             f"{path} is an SQLite database of another program (application_id {app:#x}), "
             "not an optimlab lab database"
+        )
+    if problems != ["ok"]:
+        detail = " ".join(problems[0].split())[:200]
+        raise StoreError(
+            f"{path} is damaged (SQLite's integrity check: {detail}); "
+            "move it away or use another --db"
         )
     if version > SCHEMA_VERSION:
         raise StoreError(
             f"{path} has lab schema {version}, newer than this optimlab's {SCHEMA_VERSION}; "
             "upgrade optimlab"
         )
-    if version < SCHEMA_VERSION:
-        raise StoreError(
-            f"{path} has lab schema {version}, older than this optimlab's {SCHEMA_VERSION}; "
-            "use a new --db file"
-        )
+    if version < 1:
+        raise StoreError(f"{path} has no lab schema version; use a new --db file")
+    return version
+
+
+def inspect(path: str | Path) -> int:
+    """Check the file at ``path`` without changing it: its lab schema version, 0 if there is
+    no database yet; :class:`StoreError` if it is not a whole lab database."""
+    return _check_file(Path(path))
+
+
+def _alive(pid: int, host: str, heartbeat: float) -> bool:
+    """Whether the process that wrote a claim may still be working on it."""
+    if time.time() - heartbeat > STALE_CLAIM:
+        return False
+    if host != socket.gethostname():
+        return True  # cannot look: trust the heartbeat
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
     return True
+
+
+def _has_runs_table(conn: sqlite3.Connection) -> bool:
+    return bool(conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'runs'").fetchone())
 
 
 class Store:
@@ -157,11 +217,16 @@ class Store:
     def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
         self.conn = conn
         self.path = path
+        self.pid = os.getpid()
+        self.host = socket.gethostname()
+        #: identifies this process's claims, also against a later process with the same pid
+        self.owner = f"{self.host}:{self.pid}:{uuid.uuid4().hex[:12]}"
 
     @classmethod
     def open(cls, path: str | Path, *, create: bool = True) -> Store:
         path = Path(path)
-        exists = _check_file(path)
+        version = _check_file(path)
+        exists = version > 0
         if not exists and not create:
             raise StoreError(f"no lab database at {path} (run `optimlab lab` first)")
         try:
@@ -173,14 +238,24 @@ class Store:
             conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable up to the last commit
             conn.execute("PRAGMA foreign_keys=ON")
             if not exists:
-                with _transaction(conn):
+                with _transaction(conn):  # another process may have created it meanwhile
+                    if _has_runs_table(conn):
+                        return cls(conn, path)
                     for statement in _SCHEMA.split(";")[:-1]:
                         conn.execute(statement)
+                    conn.execute(_CLAIMS)
                     conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
                     conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
                     conn.executemany(
                         "INSERT INTO meta VALUES (?, ?)",
                         [("application", "optimlab lab"), ("schema", str(SCHEMA_VERSION))],
+                    )
+            if exists and version < SCHEMA_VERSION:
+                with _transaction(conn):
+                    conn.execute(_CLAIMS)
+                    conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+                    conn.execute(
+                        "INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),)
                     )
         except sqlite3.Error as error:
             conn.close()
@@ -207,6 +282,17 @@ class Store:
                 (key, now, now, profile, json.dumps(plan, sort_keys=True)),
             )
 
+    def set_meta(self, key: str, value: Any) -> None:
+        with _transaction(self.conn):
+            self.conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
+
+    def get_meta(self, key: str) -> Any:
+        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        try:
+            return None if row is None else json.loads(row[0])
+        except ValueError:
+            return None
+
     def latest_study(self) -> tuple[str, str, dict[str, Any]] | None:
         row = self.conn.execute(
             "SELECT key, profile, plan FROM studies ORDER BY updated DESC LIMIT 1"
@@ -228,6 +314,9 @@ class Store:
         """
         values = [row[c] for c in _RUN_COLUMNS]
         with _transaction(self.conn):
+            self.conn.execute(
+                "DELETE FROM claims WHERE key = ? AND owner = ?", (row["key"], self.owner)
+            )
             if self.conn.execute("SELECT 1 FROM runs WHERE key = ?", (row["key"],)).fetchone():
                 return False
             self.conn.execute(
@@ -248,6 +337,49 @@ class Store:
                     (row["key"], name, array.dtype.str, json.dumps(array.shape), array.tobytes()),
                 )
         return True
+
+    # --- claims: several processes on one database -------------------------------
+
+    def claim(self, key: str) -> str:
+        """Claim run ``key`` for this process: "mine" (train it), "done" (stored already) or
+        "busy" (a live process has claimed it).  A dead process's claim is taken over."""
+        with _transaction(self.conn):
+            if self.conn.execute("SELECT 1 FROM runs WHERE key = ?", (key,)).fetchone():
+                return "done"
+            other = self.conn.execute(
+                "SELECT owner, pid, host, heartbeat FROM claims WHERE key = ?", (key,)
+            ).fetchone()
+            if other and other[0] != self.owner and _alive(*other[1:]):
+                return "busy"
+            now = time.time()
+            self.conn.execute(
+                "INSERT OR REPLACE INTO claims VALUES (?, ?, ?, ?, ?, ?)",
+                (key, self.owner, self.pid, self.host, now, now),
+            )
+        return "mine"
+
+    def claim_state(self, key: str) -> str:
+        """ "done", "busy" (claimed by a live process, this one included) or "free"."""
+        if self.conn.execute("SELECT 1 FROM runs WHERE key = ?", (key,)).fetchone():
+            return "done"
+        other = self.conn.execute(
+            "SELECT pid, host, heartbeat FROM claims WHERE key = ?", (key,)
+        ).fetchone()
+        return "busy" if other and _alive(*other) else "free"
+
+    def release(self, key: str) -> None:
+        """Drop this process's claim on ``key`` (the run was not finished)."""
+        with _transaction(self.conn):
+            self.conn.execute("DELETE FROM claims WHERE key = ? AND owner = ?", (key, self.owner))
+
+    def heartbeat(self) -> None:
+        """Tell the other processes that this one's claims are still being worked on."""
+        with _transaction(self.conn):
+            self.conn.execute(
+                "UPDATE claims SET heartbeat = ? WHERE owner = ?", (time.time(), self.owner)
+            )
+
+    # --- reading -----------------------------------------------------------------
 
     def run_keys(self) -> set[str]:
         return {k for (k,) in self.conn.execute("SELECT key FROM runs")}

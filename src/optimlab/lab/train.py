@@ -83,12 +83,14 @@ def run_key(config: Mapping[str, Any]) -> str:
 class RunResult:
     status: str  # "finished" or "diverged"
     steps_done: int
-    wall_s: float
-    step_ms: float
+    wall_s: float  # from the first step to the end, evaluations included
+    step_ms: float  # per training step, evaluations excluded
     #: mean mini-batch loss over the last 10 % of the steps (None if diverged)
     final_train_loss: float | None = None
     series: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    setup_s: float = 0.0  # building the task (model, data) and the optimizer
+    eval_ms: float = 0.0  # per evaluation
 
     def last(self, name: str) -> float | None:
         values = self.series.get(name)
@@ -113,6 +115,7 @@ def train(config: Mapping[str, Any], progress: Callable[[int], None] | None = No
     problem = problems.get(config["problem"])
     steps, seed = int(config["steps"]), int(config["seed"])
     log_every, eval_every = int(config["log_every"]), int(config["eval_every"])
+    setup = time.perf_counter()
     torch.manual_seed(seed)
     task = problem.make(seed, config["settings"])
     optimizer = catalog.build_optimizer(config["optimizer"], task.params, config["lr"])
@@ -129,7 +132,8 @@ def train(config: Mapping[str, Any], progress: Callable[[int], None] | None = No
 
     trajectory = [task.position()] if problem.is_2d else None
     start = time.perf_counter()
-    eval_time = 0.0
+    setup = start - setup
+    eval_time, evals = 0.0, 0
     evaluate(0)
     losses: list[float] = []
     pending: list[float] = []
@@ -169,6 +173,7 @@ def train(config: Mapping[str, Any], progress: Callable[[int], None] | None = No
             t = time.perf_counter()
             evaluate(done)
             eval_time += time.perf_counter() - t
+            evals += 1
             if not all(math.isfinite(v) for _, v in (s[-1] for s in series.values())):
                 status = "diverged"
                 break
@@ -188,4 +193,6 @@ def train(config: Mapping[str, Any], progress: Callable[[int], None] | None = No
         step_ms=1000 * (wall - eval_time) / max(1, done),
         series=series,
         arrays=arrays,
+        setup_s=setup,
+        eval_ms=1000 * eval_time / max(1, evals),
     )

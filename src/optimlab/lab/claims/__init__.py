@@ -1,12 +1,15 @@
 """The lecture's claims, each checked against the stored runs by a stated rule.
 
 Every check is a function ``(study, store) -> Claim``.  It finds the runs it
-needs (the tuned runs of the groups named in its experiment), computes the
-numbers from the stored per-step series, and applies its rule; the verdict is
-``held``, ``did not hold`` or ``inconclusive`` (with the reason), never written
-by hand.  Comparisons across seeds use ranges: "A is faster than B" means every
-seed of A beats every seed of B (the min–max ranges do not overlap); with fewer
-than :data:`MIN_SEEDS` seeds a stochastic comparison is inconclusive.
+needs, computes the numbers from the stored per-step series, and applies its
+rule; the verdict is ``held``, ``not held`` or ``undecided`` (with the reason
+and, for a comparison, the smallest effect it could have detected), never
+written by hand.  A comparison between two optimizers pairs their runs by seed
+and decides with a confidence interval (see :mod:`optimlab.lab.stats`); the
+runner added seeds to it while it was undecided.
+
+``FORMS`` are the same kind of checks for the lecture's own forms of the
+optimizers (its velocity, its look-ahead gradient, its ε inside the root).
 """
 
 from __future__ import annotations
@@ -16,25 +19,29 @@ from collections.abc import Callable
 from ..analysis import Study
 from ..store import Store
 from .adaptive import claim_adagrad, claim_bias_correction, early_update
-from .common import HELD, INCONCLUSIVE, MIN_SEEDS, NOT_HELD, Claim
+from .common import HELD, NOT_HELD, UNDECIDED, Claim
 from .convergence import (
     claim_local_minima,
     claim_momentum,
     claim_nesterov,
     claim_oscillation,
+    clopper_pearson,
     global_fraction,
     zigzag,
 )
+from .forms import FORMS
 from .schedules import claim_schedules, claim_warmup
 
 __all__ = [
     "CLAIMS",
-    "Claim",
+    "FORMS",
     "HELD",
-    "INCONCLUSIVE",
-    "MIN_SEEDS",
     "NOT_HELD",
+    "UNDECIDED",
+    "Claim",
     "check_all",
+    "check_forms",
+    "clopper_pearson",
     "early_update",
     "global_fraction",
     "zigzag",
@@ -54,3 +61,7 @@ CLAIMS: list[Callable[[Study, Store], Claim]] = [
 
 def check_all(study: Study, store: Store) -> list[Claim]:
     return [check(study, store) for check in CLAIMS]
+
+
+def check_forms(study: Study, store: Store) -> list[Claim]:
+    return [check(study, store) for check in FORMS]

@@ -1,20 +1,18 @@
-"""What every check shares: the Claim record, the verdicts, and seed-range comparisons."""
+"""What every check shares: the Claim record, the verdicts, and how a comparison reads."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from .. import catalog
-from ..analysis import Group, Spread, Study, final_spread, target_spread
+from ..analysis import Group, Study
+from ..compare import Comparison, study_comparisons
 from ..problems import get
+from ..stats import POWER, Decision
 from ..store import Store
 
-HELD, NOT_HELD, INCONCLUSIVE = "held", "did not hold", "inconclusive"
-MIN_SEEDS = 3
-#: claim 4: a multiplier "decays" if it ends below this fraction of its value at 10 % of the run
-KEEP = 0.8
-STOCHASTIC = ("mnist1d_cnn", "digits_mlp", "digits_logreg", "quadratic_deep", "charlm")
+HELD, NOT_HELD, UNDECIDED = "held", "not held", "undecided"
 
 
 @dataclass
@@ -25,137 +23,158 @@ class Claim:
     experiment: str = ""
     numbers: list[str] = field(default_factory=list)
     rule: str = ""
-    verdict: str = INCONCLUSIVE
+    verdict: str = UNDECIDED
     why: str = ""
-    figure: str | None = None  # a figure the report draws, "kind:problem" (e.g. "loss:digits_mlp")
+    #: the figure the report draws ("kind:problem", see report.figures) and what it shows
+    figure: str | None = None
+    caption: str = ""
 
 
 def missing(claim: Claim, what: str) -> Claim:
-    claim.verdict = INCONCLUSIVE
+    claim.verdict = UNDECIDED
     claim.why = f"the study has no finished runs of {what}"
     return claim
 
 
-def pick_pair(claim: Claim, study: Study, candidates: Sequence[str], a: str, b: str) -> str | None:
-    """The first candidate with tuned runs of ``a`` and ``b`` (constant lr), or None and why."""
-    problem = pick(study, candidates, (a, "constant"), (b, "constant"))
-    if problem is None:
-        missing(claim, f"{a} and {b} with the constant schedule on " + " / ".join(candidates))
-    return problem
+def comparisons(study: Study, claim: str) -> list[Comparison]:
+    return [c for c in study_comparisons(study) if c.claim == claim]
 
 
-def pick(study: Study, candidates: Sequence[str], *pairs: tuple[str, str]) -> str | None:
-    """The first candidate problem where every (optimizer, schedule) group has tuned runs."""
-    for problem in candidates:
-        groups = [study.find(problem, o, s) for o, s in pairs]
-        if all(g is not None and g.runs for g in groups):
-            return problem
-    return None
-
-
-def pick_reached(
-    study: Study, store: Store, candidates: Sequence[str], *optimizers: str
-) -> str | None:
-    """Like :func:`pick`, preferring a problem where one of the runs reached the target."""
-    pairs = [(o, "constant") for o in optimizers]
-    available = [p for p in candidates if pick(study, [p], *pairs)]
-    for problem in available:
-        if any(target_spread(store, study.find(problem, o))[1] for o in optimizers):
-            return problem
-    return available[0] if available else None
+def plural(n: int, word: str, words: str | None = None) -> str:
+    return f"{n} {word if n == 1 else words or word + 's'}"
 
 
 def seeds_text(group: Group) -> str:
-    seeds = sorted(r.seed for r in group.runs)
-    if seeds == list(range(seeds[0], seeds[-1] + 1)) and len(seeds) > 2:
+    n = len(group.runs)
+    if not n:
+        return "no seeds"
+    seeds = [r.seed for r in group.runs]
+    if seeds == list(range(seeds[0], seeds[0] + n)) and n > 2:
         return f"seeds {seeds[0]}–{seeds[-1]}"
-    return "seeds " + ", ".join(map(str, seeds))
-
-
-def steps_text(spread: Spread, steps: int) -> str:
-    """Mean [min–max] steps to target, or which seeds reached it (unreached = steps + 1)."""
-    reached = sorted(int(v) for v in spread.values if v <= steps)
-    if not reached:
-        return f"not reached in {steps} steps"
-    if len(reached) < spread.n:
-        at = ", ".join(map(str, reached))
-        return f"reached by {len(reached)} of {spread.n} seeds (at {at}), not by the others"
-    return f"{spread.mean:.0f} [{spread.lo:.0f}–{spread.hi:.0f}]"
-
-
-#: a comparison of tuned runs is only as good as the tuning
-EDGE_RULE = (
-    "; inconclusive if a tuned lr lies at the edge of its grid (a wider grid might change "
-    "the comparison)"
-)
+    return ("seed " if n == 1 else "seeds ") + ", ".join(map(str, seeds))
 
 
 def lr_text(group: Group) -> str:
-    return f"lr {group.best_lr:g}" + (", at the grid edge" if group.best_at_edge else "")
+    if group.best_lr is None:
+        return "lr not chosen: " + ("every lr diverged" if group.tuning else "tuning unfinished")
+    return f"lr {group.best_lr:g}"
+
+
+def unit_scale(problem: str) -> tuple[float, str]:
+    """How losses of ``problem`` are shown: (factor, unit); the transformer in bits per char."""
+    p = get(problem)
+    return p.loss_scale, p.loss_unit
+
+
+def fmt_value(value: float, metric: str, problem: str, digits: int = 3) -> str:
+    if metric == "steps":
+        return f"{value:.0f} steps"
+    if metric == "final_loss":
+        scale, unit = unit_scale(problem)
+        return f"{value * scale:.{digits}g}{' ' + unit if unit else ''}"
+    return f"{value:+.2f}"
+
+
+def _signed(value: float, metric: str, problem: str) -> str:
+    text = fmt_value(abs(value), metric, problem)
+    return ("−" if value < 0 else "+") + text
+
+
+def effect_text(c: Comparison, decision: Decision | None, store: Store) -> str:
+    """One line: both groups' means and the paired difference with its confidence interval."""
+    pairs = c.pairs(store)
+    if decision is None or not pairs:
+        return f"{c.a.label} vs {c.b.label}: not enough seeds yet"
+    n = decision.interval.n
+    a = math.fsum(x for x, _ in pairs[:n]) / n
+    b = math.fsum(y for _, y in pairs[:n]) / n
+    iv = decision.interval
+    level = f"{100 * decision.confidence:.0f} %"
+    ci = (
+        f"[{_signed(iv.lo, c.metric.name, c.problem)}, {_signed(iv.hi, c.metric.name, c.problem)}]"
+        if math.isfinite(iv.lo)
+        else "[no interval from one seed]"
+    )
+    return (
+        f"{c.a.label} {fmt_value(a, c.metric.name, c.problem)} vs {c.b.label} "
+        f"{fmt_value(b, c.metric.name, c.problem)} (means over {plural(n, 'seed')}); "
+        f"difference {_signed(iv.mean, c.metric.name, c.problem)}, {level} CI {ci}"
+    )
+
+
+def undecided_why(c: Comparison, decision: Decision | None) -> str:
+    if decision is None:
+        return f"{c.a.label} vs {c.b.label}: the runs are not finished"
+    n = decision.interval.n
+    if not decision.final:
+        return f"after {plural(n, 'seed')}; the study stopped before its next look"
+    mde = decision.detectable
+    size = fmt_value(mde, c.metric.name, c.problem) if mde is not None else "?"
+    return (
+        f"after {plural(n, 'seed')}, a true difference of {size} or more would have been "
+        f"detected {100 * POWER:.0f} % of the time"
+    )
 
 
 def edge_why(*groups: Group) -> str:
-    labels = [f"{g.optimizer}/{g.schedule}" for g in groups if g.best_at_edge]
-    return f"the tuned lr of {' and '.join(labels)} lies at the edge of its grid" if labels else ""
-
-
-def compare(a: Spread, b: Spread, n_a: int, n_b: int, stochastic: bool) -> str:
-    """held if a's range lies below b's, did not hold if above, else inconclusive."""
-    if stochastic and min(n_a, n_b) < MIN_SEEDS:
-        return INCONCLUSIVE
-    if a.below(b):
-        return HELD
-    if b.below(a):
-        return NOT_HELD
-    return INCONCLUSIVE
-
-
-def faster(
-    study: Study, store: Store, claim: Claim, fast: str, slow: str, candidates: Sequence[str]
-) -> Claim:
-    """Steps to target of ``fast`` vs ``slow`` (constant schedule) on a candidate problem."""
-    problem = pick_reached(study, store, candidates, fast, slow)
-    if problem is None:
-        return missing(
-            claim, f"{fast} and {slow} with the constant schedule on " + " / ".join(candidates)
-        )
-    g_fast, g_slow = study.find(problem, fast), study.find(problem, slow)
-    s_fast, h_fast = target_spread(store, g_fast)
-    s_slow, h_slow = target_spread(store, g_slow)
-    stochastic = problem in STOCHASTIC or problem.endswith("_noisy")
-    claim.figure = claim.figure or f"loss:{problem}"
-    claim.experiment = (
-        f"{get(problem).title}: {catalog.OPTIMIZERS[fast].label} vs "
-        f"{catalog.OPTIMIZERS[slow].label}, constant lr tuned for each, {seeds_text(g_fast)}; "
-        f"steps until {get(problem).target_text}"
+    labels = [g.label for g in groups if g.best_at_edge]
+    if not labels:
+        return ""
+    return (
+        f"the tuned lr of {' and '.join(labels)} is at the edge of its grid even after widening "
+        "it, so a better lr may lie beyond"
     )
-    for g, s in ((g_fast, s_fast), (g_slow, s_slow)):
-        acc = final_spread(g, "val_acc")
-        claim.numbers.append(
-            f"{catalog.OPTIMIZERS[g.optimizer].label} ({lr_text(g)}): steps to target "
-            f"{steps_text(s, g.steps)}; final validation loss {final_spread(g).fmt()}"
-            + (f", accuracy {acc.fmt(3, pct=True)}" if acc.finite else "")
-        )
-    claim.rule = (
-        f"held if every seed of {fast} reaches the target in fewer steps than every seed of "
-        f"{slow} (a seed that never reaches it counts as steps + 1); did not hold if the "
-        "reverse; otherwise (ranges overlap) inconclusive"
-        + (f"; needs ≥ {MIN_SEEDS} seeds on a stochastic problem" if stochastic else "")
-        + EDGE_RULE
+
+
+def decide(claim: Claim, c: Comparison, store: Store, better: str = "a") -> Decision | None:
+    """Set ``claim``'s verdict from one comparison: held if ``better`` won it, not held if the
+    other one did, undecided otherwise; its numbers get the effect line."""
+    decision = c.decision(store)
+    claim.numbers.append(effect_text(c, decision, store))
+    edge = edge_why(c.a, c.b)
+    if decision is None or not decision.decided:
+        claim.verdict, claim.why = UNDECIDED, undecided_why(c, decision)
+    elif edge:
+        claim.verdict, claim.why = UNDECIDED, edge
+    else:
+        claim.verdict = HELD if decision.better == better else NOT_HELD
+    return decision
+
+
+def comparison_rule(metric: str, confidence: float, looks: Sequence[int]) -> str:
+    looks_text = ", ".join(map(str, looks))
+    return (
+        f"the runs are paired by seed (same initial weights and batches); held if the "
+        f"{100 * confidence:.0f} % confidence interval of the mean difference lies on the claimed "
+        f"side of 0, not held if it lies on the other side, otherwise undecided. Seeds are added "
+        f"while undecided: looks after {looks_text} seeds, each at confidence "
+        f"1 − {1 - confidence:.2g}/{len(looks)} (Bonferroni), so {100 * confidence:.0f} % holds "
+        "for the whole sequence"
     )
-    if h_fast == 0 and h_slow == 0:
-        claim.why = "neither reached the target within the run"
-        return claim
-    claim.verdict = compare(s_fast, s_slow, s_fast.n, s_slow.n, stochastic)
-    if claim.verdict != INCONCLUSIVE and edge_why(g_fast, g_slow):
-        claim.verdict, claim.why = INCONCLUSIVE, edge_why(g_fast, g_slow)
-    elif claim.verdict == INCONCLUSIVE:
-        claim.why = (
-            f"only {min(s_fast.n, s_slow.n)} seeds"
-            if stochastic and min(s_fast.n, s_slow.n) < MIN_SEEDS
-            else "the seed ranges overlap"
-        )
-    return claim
 
 
-# --- the claims ------------------------------------------------------------------
+def combine(verdicts: Sequence[str]) -> tuple[str, str]:
+    """A claim made of several comparisons: held if more than half held and none was not held,
+    not held if the reverse, undecided otherwise; with a summary line."""
+    held, not_held = verdicts.count(HELD), verdicts.count(NOT_HELD)
+    summary = (
+        f"{held} of {plural(len(verdicts), 'comparison')} held, {not_held} not held, "
+        f"{len(verdicts) - held - not_held} undecided"
+    )
+    if 2 * held > len(verdicts) and not not_held:
+        return HELD, summary
+    if 2 * not_held > len(verdicts) and not held:
+        return NOT_HELD, summary
+    return UNDECIDED, summary
+
+
+COMBINE_RULE = (
+    "the claim held if more than half of its comparisons held and none was not held, was not "
+    "held if the reverse, otherwise undecided"
+)
+
+
+def range_text(lo: float, hi: float, fmt: str = "{:.0f}", unit: str = "") -> str:
+    """``lo–hi`` with a unit, or one number when they are equal."""
+    a, b = fmt.format(lo), fmt.format(hi)
+    return f"{a}{unit}" if a == b else f"{a}–{b}{unit}"

@@ -78,8 +78,14 @@ class Problem(ABC):
     is_2d: bool = False
     #: evaluations per run (None: after every step, for the cheap 2-D functions)
     evals: int | None = 25
-    #: rough cost of one step in milliseconds on one core, for estimates and bars
+    #: rough cost of one step in milliseconds on one core (the progress bars' first guess;
+    #: the duration estimate measures instead, see optimlab.lab.estimate)
     step_ms: float = 0.3
+    #: how the report shows a loss: multiplied by ``loss_scale``, in ``loss_unit``
+    loss_scale: float = 1.0
+    loss_unit: str = ""
+    #: a published result for this problem: (accuracy, who, where)
+    published: tuple[float, str] | None = None
 
     @abstractmethod
     def make(self, seed: int, settings: Mapping[str, Any]) -> Task:

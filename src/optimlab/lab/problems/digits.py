@@ -57,12 +57,16 @@ class Digits(Problem):
 
 
 def problems() -> list[Digits]:
-    common = "load_digits: 1,437 training and 360 validation images of 8x8 pixels, standardized; "
+    common = (
+        "scikit-learn's handwritten digits: 1,437 training and 360 validation images of 8×8 "
+        "pixels, standardized, 10 classes; "
+    )
     return [
         Digits(
             name="digits_logreg",
             title="Digits: logistic regression",
-            description=common + "a linear layer 64 → 10 with softmax cross-entropy (convex).",
+            description=common
+            + "a linear layer 64 → 10 with softmax cross-entropy (a convex problem). Loss in nats.",
             target=0.15,
             target_text="validation loss ≤ 0.15",
             lr_center=dict(sgd=1.0, momentum=0.1, adagrad=0.3, rmsprop=1e-2, adam=3e-2),
@@ -72,7 +76,7 @@ def problems() -> list[Digits]:
         Digits(
             name="digits_mlp",
             title="Digits: MLP",
-            description=common + "an MLP 64 → 128 → ReLU → 10 with cross-entropy.",
+            description=common + "an MLP 64 → 128 → ReLU → 10 with cross-entropy. Loss in nats.",
             target=0.1,
             target_text="validation loss ≤ 0.1",
             lr_center=dict(sgd=0.5, momentum=5e-2, adagrad=3e-2, rmsprop=3e-3, adam=5e-3),

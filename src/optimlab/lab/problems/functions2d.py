@@ -152,6 +152,20 @@ class _Function2DTask(Task):
         return self.w.detach().clone()
 
 
+#: each function in plain text, for the report (the docstrings hold the references)
+FORMULAS = {
+    "rosenbrock": "f(x, y) = (1 − x)² + 100 (y − x²)²: a long, curved, flat valley; its "
+    "minimum, 0, is at (1, 1).",
+    "beale": "f(x, y) = (1.5 − x + xy)² + (2.25 − x + xy²)² + (2.625 − x + xy³)²: flat "
+    "plateaus beside steep walls; minimum 0 at (3, 0.5).",
+    "saddle": "f(x, y) = x² + y⁴/4 − y²/2: a saddle point at (0, 0) between two minima at "
+    "(0, ±1) of value −1/4; the start sits next to the ridge.",
+    "ill_conditioned": "f(x, y) = (x² + 50 y²)/2: a valley 50 times steeper across (y) than "
+    "along its floor (x); minimum 0 at (0, 0).",
+    "rastrigin": "f(x, y) = 20 + x² − 10 cos 2πx + y² − 10 cos 2πy: an egg-box with a local "
+    "minimum near every integer point; the global minimum, 0, is at (0, 0).",
+}
+
 # name: (function, minima, start, bounds, target, noise, points, lr centres per family)
 _CATALOG: dict[str, tuple[Any, ...]] = {
     "rosenbrock": (
@@ -209,29 +223,27 @@ _CATALOG: dict[str, tuple[Any, ...]] = {
 FUNCTIONS = tuple(_CATALOG)
 
 
-def _first_line(text: str) -> str:
-    return " ".join(text.strip().split("\n\n")[0].split())
-
-
 def problems() -> list[Function2D]:
     """The five functions, each exact and ``_noisy``."""
     out = []
     for name, (function, minima, start, bounds, target, noise, points, lrs) in _CATALOG.items():
-        doc = _first_line(function.__doc__ or name)
+        doc = FORMULAS[name]
         for noisy in (False, True):
             where = (
-                f"{points} starts drawn uniformly in the box"
+                f"{points} starting points drawn at random in the middle 85 % of the plotted box"
                 if points > 1
-                else f"start ({start[0]:g}, {start[1]:g}), jittered by N(0, 0.1²) for seeds > 0"
+                else f"start at ({start[0]:g}, {start[1]:g}) (each seed > 0 moves it by a random "
+                "offset of standard deviation 0.1)"
             )
             out.append(
                 Function2D(
                     name=f"{name}_noisy" if noisy else name,
                     title=name.replace("_", "-").capitalize()
                     + (" (noisy gradients)" if noisy else ""),
-                    description=f"{doc} {where}; "
+                    description=f"{doc} {where.capitalize()}; "
                     + (
-                        f"gradient + N(0, {noise:g}²) noise per component."
+                        f"each gradient component gets Gaussian noise of standard deviation "
+                        f"{noise:g}, like a mini-batch estimate."
                         if noisy
                         else "exact gradients."
                     ),
