@@ -116,8 +116,8 @@ def test_estimate_counts_each_step_the_run_will_take():
     settings = dict(rounds=2, repeats=3, warmup=2)
     plan = [("small", ["SGD"])]
     seconds = bench.estimate(plan, clock, timing.Stream(clock.device), settings, False)
-    # 6 add_; optimlab: the first step, then 1 warmup + 6 timed + 1 counted for allocations
-    steps = 6 + 1 + (1 + 6 + 1)
+    # 6 add_; optimlab: 2 warmup + 6 timed + 1 counted for allocations
+    steps = 6 + (2 + 6 + 1)
     assert steps <= seconds < steps + 10  # + making the params, in real time
 
 

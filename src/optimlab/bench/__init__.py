@@ -80,6 +80,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--optimizers",
         type=_names(OPTIMIZERS),
+        metavar="A,B",
         default=[name for name, case in OPTIMIZERS.items() if case.default],
         help=f"comma-separated, from: {', '.join(OPTIMIZERS)} (default: all but AdamW-8bit, "
         "which also times torchao's and bitsandbytes' where they are installed)",
@@ -87,19 +88,27 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--layouts",
         type=_names(LAYOUTS),
+        metavar="A,B",
         help="comma-separated, from: "
-        + "; ".join(f"{name} ({what})" for name, (what, _) in LAYOUTS.items())
+        + "; ".join(f"{name}: {what}" for name, (what, _) in LAYOUTS.items())
         + f" (default {','.join(FULL['layouts'])}, --quick {','.join(QUICK['layouts'])})",
     )
     parser.add_argument(
-        "--rounds", type=_integer(1, 100), help=f"rounds of interleaved steps {default('rounds')}"
+        "--rounds",
+        type=_integer(1, 100),
+        metavar="N",
+        help=f"rounds of interleaved steps {default('rounds')}",
     )
     parser.add_argument(
-        "--repeats", type=_integer(1, 1000), help=f"timed steps per round {default('repeats')}"
+        "--repeats",
+        type=_integer(1, 1000),
+        metavar="N",
+        help=f"timed steps per round {default('repeats')}",
     )
     parser.add_argument(
         "--warmup",
         type=_integer(1, 100),
+        metavar="N",
         help=f"untimed steps first, the first of which creates the state {default('warmup')}",
     )
     parser.add_argument(
@@ -119,6 +128,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--threads",
         type=_integer(1, os.cpu_count() or 1),
+        metavar="N",
         help="torch.set_num_threads (default: torch's)",
     )
     parser.add_argument("--no-torch", action="store_true", help="time optimlab only")
@@ -162,7 +172,7 @@ def _run(args: argparse.Namespace, settings: dict, clock: Any) -> int:
     _say(
         f"optimlab bench: {len(plan) * len(args.optimizers)} rows, {settings['rounds']} rounds "
         f"of {settings['repeats']} steps: about {meta['estimated_seconds']:.0f} s more (from "
-        f"two timed steps of each implementation, {time.perf_counter() - started:.0f} s)"
+        f"a timed second step of each implementation, {time.perf_counter() - started:.0f} s)"
     )
     started = time.perf_counter()
     rows = []
@@ -184,7 +194,7 @@ def bench_row(name: str, layout: str, params: list, clock: Any, stream: Stream,
               settings: dict, args: argparse.Namespace) -> dict:  # fmt: skip
     """One row: every implementation and the streaming add_, interleaved round-robin."""
     case = OPTIMIZERS[name]
-    opts, _, missing = build(case, params, clock, not args.no_torch)
+    opts, missing = build(case, params, not args.no_torch)
     for opt in opts.values():
         for _ in range(settings["warmup"] - 1):  # build() took the first step
             opt.step()
@@ -207,9 +217,10 @@ def bench_row(name: str, layout: str, params: list, clock: Any, stream: Stream,
 def estimate(plan: list[tuple[str, list[str]]], clock: Any, stream: Stream, settings: dict,
              with_others: bool) -> float:  # fmt: skip
     """Seconds the run will take: each implementation of each row is built and stepped
-    twice here; its first step counts once, its second for each later step it will take.
+    twice here, and its second step counts for every step the run will take (the first
+    step here also compiled what compiles, which the run's first step finds done).
     A row that has nothing to time raises LookupError, before the run."""
-    later = settings["warmup"] - 1 + settings["rounds"] * settings["repeats"]
+    steps = settings["warmup"] + settings["rounds"] * settings["repeats"]
     stream()
     streams = settings["rounds"] * settings["repeats"] * sum(len(names) for _, names in plan)
     total = clock.time(stream) * streams
@@ -218,13 +229,13 @@ def estimate(plan: list[tuple[str, list[str]]], clock: Any, stream: Stream, sett
         params = make_params(layout, clock.device)
         total += time.perf_counter() - started
         for name in names:
-            opts, first, missing = build(OPTIMIZERS[name], params, clock, with_others)
+            opts, missing = build(OPTIMIZERS[name], params, with_others)
             if not opts:
                 why = "; ".join(f"{impl}: {reason}" for impl, reason in missing.items())
                 raise LookupError(f"{name} has nothing to time here ({why})")
             for impl, opt in opts.items():
-                steps = later + (impl == "optimlab")  # and the step whose allocations count
-                total += first[impl] + clock.time(opt.step) * steps
+                # optimlab takes one more: the step whose allocations are counted
+                total += clock.time(opt.step) * (steps + (impl == "optimlab"))
     return total
 
 

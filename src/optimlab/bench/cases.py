@@ -108,14 +108,14 @@ def _makers(case: Case, params: list, with_others: bool) -> dict[str, Callable[[
     return makers
 
 
-def build(case: Case, params: list, clock: Any, with_others: bool) -> tuple[dict, dict, dict]:
+def build(case: Case, params: list, with_others: bool) -> tuple[dict, dict]:
     """Every implementation of ``case`` that runs here, stepped once (which creates its
-    state): (the optimizers, their first step's seconds, why any that did not run failed)."""
-    opts, first, missing = {}, {}, {}
+    state): (the optimizers, why any that did not run failed)."""
+    opts, missing = {}, {}
     for name, make in _makers(case, params, with_others).items():
         try:
             opt = make()
-            first[name] = clock.time(opt.step)  # torch refuses some options only here
+            opt.step()  # torch refuses some options only here
         except ImportError as error:
             missing[name] = f"not installed ({error.name})"
             continue
@@ -124,4 +124,4 @@ def build(case: Case, params: list, clock: Any, with_others: bool) -> tuple[dict
                 missing[name] = f"{type(error).__name__}: {error}"
             continue
         opts[name] = opt
-    return opts, first, missing
+    return opts, missing
