@@ -43,6 +43,10 @@ FULL = dict(layouts=["large", "gpt2", "small"], rounds=5, repeats=3, warmup=2)
 QUICK = dict(layouts=["medium", "small"], rounds=3, repeats=3, warmup=1)
 
 
+class NothingToTime(Exception):
+    """A row none of whose implementations runs here."""
+
+
 def _names(table: dict[str, Any]) -> Callable[[str], list[str]]:
     def parse(text: str) -> list[str]:
         names = list(dict.fromkeys(name.strip() for name in text.split(",") if name.strip()))
@@ -146,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         with torch.no_grad():
             return _run(args, settings, CudaClock() if args.device == "cuda" else CpuClock())
-    except LookupError as error:
+    except NothingToTime as error:
         return _fail(str(error))
     except KeyboardInterrupt:
         print("optimlab bench: interrupted", file=sys.stderr)
@@ -166,9 +170,9 @@ def _run(args: argparse.Namespace, settings: dict, clock: Any) -> int:
         **settings,
     }
     plan = [(layout, args.optimizers) for layout in settings["layouts"]]
-    stream = Stream(clock.device)
+    stream, others = Stream(clock.device), not args.no_torch
     started = time.perf_counter()
-    meta["estimated_seconds"] = estimate(plan, clock, stream, settings, not args.no_torch)
+    meta["estimated_seconds"] = estimate(plan, clock, stream, settings, others)
     _say(
         f"optimlab bench: {len(plan) * len(args.optimizers)} rows, {settings['rounds']} rounds "
         f"of {settings['repeats']} steps: about {meta['estimated_seconds']:.0f} s more (from "
@@ -179,7 +183,7 @@ def _run(args: argparse.Namespace, settings: dict, clock: Any) -> int:
     for layout, names in plan:
         params = make_params(layout, clock.device)
         for name in names:
-            rows.append(bench_row(name, layout, params, clock, stream, settings, args))
+            rows.append(bench_row(name, layout, params, clock, stream, settings, others))
             _say(f"  {name} / {layout} done")
     meta["seconds"] = time.perf_counter() - started
     _say(f"optimlab bench: took {meta['seconds']:.0f} s")
@@ -191,10 +195,10 @@ def _run(args: argparse.Namespace, settings: dict, clock: Any) -> int:
 
 
 def bench_row(name: str, layout: str, params: list, clock: Any, stream: Stream,
-              settings: dict, args: argparse.Namespace) -> dict:  # fmt: skip
+              settings: dict, with_others: bool) -> dict:  # fmt: skip
     """One row: every implementation and the streaming add_, interleaved round-robin."""
     case = OPTIMIZERS[name]
-    opts, missing = build(case, params, not args.no_torch)
+    opts, missing = build(case, params, with_others)
     for opt in opts.values():
         for _ in range(settings["warmup"] - 1):  # build() took the first step
             opt.step()
@@ -219,7 +223,7 @@ def estimate(plan: list[tuple[str, list[str]]], clock: Any, stream: Stream, sett
     """Seconds the run will take: each implementation of each row is built and stepped
     twice here, and its second step counts for every step the run will take (the first
     step here also compiled what compiles, which the run's first step finds done).
-    A row that has nothing to time raises LookupError, before the run."""
+    A row that has nothing to time raises NothingToTime, before the run."""
     steps = settings["warmup"] + settings["rounds"] * settings["repeats"]
     stream()
     streams = settings["rounds"] * settings["repeats"] * sum(len(names) for _, names in plan)
@@ -232,7 +236,7 @@ def estimate(plan: list[tuple[str, list[str]]], clock: Any, stream: Stream, sett
             opts, missing = build(OPTIMIZERS[name], params, with_others)
             if not opts:
                 why = "; ".join(f"{impl}: {reason}" for impl, reason in missing.items())
-                raise LookupError(f"{name} has nothing to time here ({why})")
+                raise NothingToTime(f"{name} has nothing to time here ({why})")
             for impl, opt in opts.items():
                 # optimlab takes one more: the step whose allocations are counted
                 total += clock.time(opt.step) * (steps + (impl == "optimlab"))
