@@ -179,7 +179,8 @@ def test_gradient_accumulation_and_retain_graph(set_to_none):
 
 
 def test_create_graph_grads_stay_where_autograd_puts_them():
-    """A gradient penalty: the grads carry a graph, so they are left as autograd made them."""
+    """A penalty on the gradient norm: the grads carry a graph, so they are left as
+    autograd made them, and the second-order terms arrive as in the plain model."""
     flat_model, plain = make_net(), make_net()
     flatten_parameters(flat_model)
     for model in (flat_model, plain):
@@ -189,11 +190,11 @@ def test_create_graph_grads_stay_where_autograd_puts_them():
             with warnings.catch_warnings():  # torch: create_graph=True makes a reference cycle
                 warnings.simplefilter("ignore", UserWarning)
                 loss_of(model, step).backward(create_graph=True)
-            penalty = sum(p.grad.pow(2).sum() for p in model.parameters() if p.grad is not None)
+            grads = [p.grad for p in model.parameters() if p.grad is not None]
+            assert all(g.requires_grad for g in grads)
+            (0.1 * sum(g.pow(2).sum() for g in grads)).backward()  # accumulates into .grad
             for p in model.parameters():
                 p.grad = p.grad.detach() if p.grad is not None else None
-            optimizer.zero_grad()
-            (loss_of(model, step) + penalty.detach()).backward()
             optimizer.step()
     assert_same(flat_model, plain)
 

@@ -110,15 +110,16 @@ class FlatParameters:
         grad_view = self._places[index][2]
 
         def hook(param: Tensor) -> None:
-            if not self._at_home(index):
-                self._left_home(index)
-                return
             grad = param.grad
             # sparse grads and grads with a graph (create_graph=True) stay as autograd made them
             if grad is None or grad is grad_view or grad.is_sparse or grad.requires_grad:
                 return
-            with torch.no_grad():
-                grad_view.copy_(grad)
+            if not self._at_home(index):
+                self._left_home(index)
+                return
+            # neither side requires grad, so no graph is recorded even under create_graph,
+            # and no torch.no_grad() is needed (entering it costs more than a small copy)
+            grad_view.copy_(grad)
             param.grad = grad_view
 
         return hook
@@ -184,7 +185,7 @@ def flatten_parameters(module: torch.nn.Module) -> FlatParameters:
 
         model = torch.nn.Sequential(torch.nn.Linear(10, 32), torch.nn.ReLU(),
                                     torch.nn.Linear(32, 1))
-        flat = optimlab.flatten_parameters(model)   # before wrapping in DDP, before .step()
+        flat = optimlab.flatten_parameters(model)   # after .to(device), before DDP(model)
         optimizer = optimlab.Adam(model.parameters(), lr=1e-3)
         for x, y in data:
             optimizer.zero_grad()                   # set_to_none=True or False: both work
@@ -221,14 +222,17 @@ def flatten_parameters(module: torch.nn.Module) -> FlatParameters:
       flatten again), nor are frozen parameters unfrozen later.
     * ``gradient_as_bucket_view=True`` in DDP: DDP points every ``.grad`` into its own
       buckets (in reverse parameter order), so the gradients are not flat, and each
-      backward copies them once more; the parameters stay flat.
+      backward copies them once more; the parameters stay flat.  Training is bitwise the
+      unflattened DDP run's at 2 processes; at 3, with ``set_to_none=False``, it differed
+      in the last bit (DDP then scales a copied gradient by 1/N where it would divide its
+      own bucket by N).  Keep the default ``False``.
     * Sparse gradients (``nn.Embedding(sparse=True)``) and gradients with a graph
       (``backward(create_graph=True)``) stay where autograd puts them.
     * FSDP and other tensor-subclass parameters (DTensor), lazy (uninitialized)
       parameters: ``ValueError``.
-    * ``module.state_dict()`` values are views of the buffer: ``torch.save`` stores the
-      buffer once (fine), but safetensors' ``save_file`` refuses tensors that share
-      memory; pass ``{k: v.clone() for k, v in sd.items()}``.
+    * ``module.state_dict()`` values are views of the buffer, and ``torch.save`` writes
+      a view's whole storage: the full state dict costs what it did, but saving a few
+      entries alone writes the whole buffer (``.clone()`` them first).
     * Writing the buffers directly (``flat.buffers[0].data.mul_(2)``) bypasses the
       parameters' autograd version counters; write through the parameters between a
       forward and its backward.
