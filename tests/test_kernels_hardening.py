@@ -252,7 +252,7 @@ def _mutate(opt, p, mutation, step):
     elif mutation == "grad_data":
         p.grad.data = p.grad.detach().clone() * 2
     elif mutation == "grad_strided":
-        p.grad = p.grad.detach().clone().unsqueeze(-1).expand(*p.shape, 2)[..., 0]
+        p.grad = p.grad.detach().to(p.dtype).unsqueeze(-1).expand(*p.shape, 2)[..., 0]
     elif mutation == "grad_shape":
         p.grad.data = p.grad.detach().clone().reshape(-1)  # (a plain assignment is refused)
     elif mutation == "grad_dtype":

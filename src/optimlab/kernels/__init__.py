@@ -36,11 +36,16 @@ class KernelCall(NamedTuple):
     # gradient).  The optimizer then creates a missing slot as zeros and marks the param
     # *fresh*; a backend initialises a fresh slot as the update's first step says.
     lazy: bool = False
+    # How state and params are stored (kernels/storage.py): the group's state_precision and
+    # param_rounding, and the (seed, step) of its stochastic rounding
+    state_precision: str | None = None
+    param_rounding: str = "nearest"
+    rounding: tuple[int, int] = (0, 0)
 
     @property
     def key(self) -> tuple:
-        """What a cached layout depends on: the update and its state tensors."""
-        return self.name, self.slots, self.counters
+        """What a cached layout depends on: the update, its state tensors, their formats."""
+        return self.name, self.slots, self.counters, self.state_precision, self.param_rounding
 
 
 def on(**options: object) -> tuple[str, ...]:

@@ -24,18 +24,14 @@ update of the whole), never gathering a full parameter.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from . import ROW_FIELDS, KernelCall
-
-try:  # public since torch 2.5; absent from builds without torch.distributed
-    from torch.distributed.tensor import DTensor, Replicate, Shard
-except ImportError:  # pragma: no cover
-    DTensor = None
+from . import ROW_FIELDS, KernelCall, storage
 
 try:
     from .cpu import _optim
@@ -50,8 +46,21 @@ ROW = {name: i for i, name in enumerate(ROW_FIELDS)}
 # Row flags (cpu/optim.h): bits 0-7 are the call's options, these are the row's own.
 ACTIVE, FRESH, NOSTATE, STRIDED, STEP_F64, MU_F64 = (1 << b for b in range(8, 14))
 DTYPE_SHIFT = 16
+# how a row is stored (cpu/optim.h): the state format, which 8-bit slots are unsigned, the
+# param's rounding
+STATE_SHIFT, UNSIGNED_SHIFT, ROUNDING_SHIFT = 20, 22, 25
+STATE_FORMATS = {None: 0, "fp32": 1, "bf16": 2, "8bit": 3}
+ROUNDINGS = {name: i for i, name in enumerate(storage.PARAM_ROUNDINGS)}
+COMP = "kahan_comp"  # (optimizers/precision.py) a Kahan-compensated param's compensation
 # the grads bind reads with torch.Tensor's own accessors; any other type takes the reference path
 GRAD_TYPES = (torch.Tensor, torch.nn.Parameter)
+if _optim is not None:  # bind calls these descriptors directly on exactly these types
+    _ACCESSORS = ("data_ptr", "grad", "is_contiguous", "dtype", "shape")
+    _optim.configure(
+        tuple(t for t in GRAD_TYPES
+              if all(getattr(t, a) is getattr(torch.Tensor, a) for a in _ACCESSORS)),
+        *(getattr(torch.Tensor, a) for a in _ACCESSORS),
+    )  # fmt: skip
 _DENSE_FORMATS = {4: torch.channels_last, 5: torch.channels_last_3d}
 
 
@@ -64,15 +73,23 @@ def _plain(tensor: Tensor) -> bool:
     )
 
 
+def _dtensor() -> tuple | None:
+    """(DTensor, Replicate, Shard), or None while torch.distributed.tensor is not imported --
+    then no tensor is a DTensor (importing it here would pull in torch._dynamo: ~1 s)."""
+    module = sys.modules.get("torch.distributed.tensor")
+    return None if module is None else (module.DTensor, module.Replicate, module.Shard)
+
+
 def view(param: Tensor) -> Tensor | None:
     """The tensor whose memory the kernels update for ``param``: itself, or the local shard
     of a DTensor placed by Shard/Replicate only; None for other tensor subclasses."""
     if _plain(param):
         return param
+    types = _dtensor()
     if (
-        DTensor is not None
-        and isinstance(param, DTensor)
-        and all(isinstance(p, (Shard, Replicate)) for p in param.placements)
+        types is not None
+        and isinstance(param, types[0])
+        and all(isinstance(p, types[1:]) for p in param.placements)
         and _plain(param._local_tensor)
     ):
         return param._local_tensor
@@ -85,10 +102,11 @@ def view_like(tensor: Any, param: Tensor) -> Any:
     as ``param`` is, None for anything else."""
     if not isinstance(tensor, Tensor) or _plain(tensor):
         return tensor
+    types = _dtensor()
     if (
-        DTensor is not None
-        and isinstance(tensor, DTensor)
-        and isinstance(param, DTensor)
+        types is not None
+        and isinstance(tensor, types[0])
+        and isinstance(param, types[0])
         and tensor.placements == param.placements
         and tensor.device_mesh == param.device_mesh
     ):
@@ -119,13 +137,26 @@ def _same_layout(tensor: Any, param: Tensor) -> bool:
 def _mismatch(tensor: Tensor, param: Tensor) -> str:
     """How ``tensor`` (a grad) fails to pair with ``param`` elementwise ('' if it does not)."""
     if tensor.dtype != param.dtype or tensor.device != param.device:
-        return (f"dtype or device ({tensor.dtype}, {tensor.device}) differs from its "
-                f"parameter's ({param.dtype}, {param.device})")
+        return (
+            f"dtype or device ({tensor.dtype}, {tensor.device}) differs from its "
+            f"parameter's ({param.dtype}, {param.device})"
+        )
     if tensor.shape != param.shape:
         return f"shape {tuple(tensor.shape)} differs from its parameter's {tuple(param.shape)}"
     if not _same_layout(tensor, param):
         return "memory layout differs from its parameter's"
     return ""
+
+
+def _same_shape(tensor: Any, param: Tensor) -> bool:
+    """Elementwise-pairable but of any dtype: a state tensor in a stored format."""
+    return (
+        isinstance(tensor, Tensor)
+        and _plain(tensor)
+        and tensor.device == param.device
+        and tensor.shape == param.shape
+        and (tensor.is_contiguous() if param.is_contiguous() else tensor.stride() == param.stride())
+    )
 
 
 def _counter_ok(counter: Any, device: torch.device) -> bool:
@@ -140,13 +171,18 @@ def _counter_ok(counter: Any, device: torch.device) -> bool:
 
 
 def problem(
-    param: Tensor, state: Mapping[str, Any] | None, call: KernelCall, counter_device: Any
+    param: Tensor,
+    state: Mapping[str, Any] | None,
+    call: KernelCall,
+    counter_device: Any,
+    formats: bool = False,
 ) -> str:
     """Why a kernel cannot step ``param`` with its grad and existing state ('' if it can).
 
     Missing state is no problem (the optimizer creates it); state that exists must have
     the param's layout.  ``counter_device`` is where the backend reads counters (None: on
-    the param's device).
+    the param's device); ``formats``: whether the backend stores state and params in the
+    formats of ``storage`` (else it takes only params whose state is in their own dtype).
     """
     local = view(param)
     if local is None:
@@ -170,8 +206,19 @@ def problem(
         why = _mismatch(grad, local)
         if why:
             return f"a gradient's {why}"
+    native = storage.state_format(local, call.state_precision) is None
+    rounding = storage.param_mode(local, call.param_rounding)
+    if not formats and not (native and rounding == "nearest"):
+        return (
+            f"state_precision={call.state_precision!r}, param_rounding="
+            f"{call.param_rounding!r}: this backend stores state in the param's dtype"
+        )
     for key in filter(None, call.slots):
-        if state and key in state and not _same_layout(view_like(state[key], param), local):
+        if not state or key not in state:
+            continue  # (the optimizer creates it, in the group's format)
+        value = view_like(state[key], param)
+        # a stored format is converted by the optimizer; a native one must be the param's
+        if not (_same_layout(value, local) if native else _same_shape(value, local)):
             return f"the state tensor {key!r} has another dtype or layout than its parameter"
     device = counter_device or local.device
     for key in call.counters:
@@ -223,9 +270,11 @@ class Plan:
         self.variant = sum(1 << i for i, slot in enumerate(call.slots) if slot is not None)
         self.keep: list[Any] = []  # storages the rows point at (see the module docstring)
         rows, self.meta = [], []
-        for index, (owner, local) in enumerate(zip(self.owners, self.params, strict=True)):
+        # a row's stochastic-rounding key: the group, and the param's place in it
+        position = {id(p): i for i, p in enumerate(self.snapshot)}
+        for owner, local in zip(self.owners, self.params, strict=True):
             row, meta = self._row(owner, local, state.get(owner), call, id(owner) in fresh)
-            row[ROW["key"]] = (key << 32) | index
+            row[ROW["key"]] = (key << 32) | position[id(owner)]
             rows.append(row)
             self.meta.append(meta)
         self.meta = tuple(self.meta)
@@ -247,7 +296,16 @@ class Plan:
         if strides is not None:
             flags |= STRIDED
         self.keep.append(local.untyped_storage())
+        fmt = storage.state_format(local, call.state_precision)
+        rounding = storage.param_mode(local, call.param_rounding)
+        flags |= STATE_FORMATS[fmt] << STATE_SHIFT | ROUNDINGS[rounding] << ROUNDING_SHIFT
         wanted = [(key, f"slot{i}") for i, key in enumerate(call.slots) if key is not None]
+        if fmt == "8bit":
+            wanted += [(f"{key}_absmax", f"scale{i}") for i, key in enumerate(call.slots) if key]
+            flags |= sum(1 << (UNSIGNED_SHIFT + i) for i, key in enumerate(call.slots)
+                         if key in storage.NONNEGATIVE)  # fmt: skip
+        if rounding == "kahan":
+            wanted.append((COMP, "comp"))
         wanted += list(zip(call.counters, ("step", "mu_product"), strict=False))
         if wanted and (not state or any(key not in state for key, _ in wanted)):
             # no grad when planned, so no state yet: bind asks for a new plan when one appears
@@ -297,7 +355,9 @@ class Plan:
 
 def _bind(params: list, snapshot: tuple, meta: tuple, table: Tensor) -> int:
     """``bind`` in Python: what ``_optim.bind`` (cpu/module.c) does, for installs without it."""
-    if len(params) != len(snapshot) or any(a is not b for a, b in zip(params, snapshot)):
+    if len(params) != len(snapshot) or any(
+        a is not b for a, b in zip(params, snapshot, strict=True)
+    ):
         return -2
     rows = table.tolist()
     for i, (_, local, shape, dtype, strides, expected, checks) in enumerate(meta):

@@ -24,7 +24,8 @@ import torch
 from torch import Tensor
 
 from ..kernels import KernelCall, on
-from .base import Optimizer, check_nonnegative, next_step, step_counter
+from .base import Optimizer, next_step, step_counter
+from .checks import check_nonnegative
 
 __all__ = ["Adagrad"]
 
@@ -58,12 +59,17 @@ class Adagrad(Optimizer):
         differentiable: bool = False,
         fused: bool | None = None,
         eps_inside_sqrt: bool = False,
+        state_precision: str | None = None,
+        param_rounding: str = "nearest",
+        rounding_seed: int = 0,
     ) -> None:
         defaults = dict(
             lr=lr, lr_decay=lr_decay, eps=eps, weight_decay=weight_decay,
             initial_accumulator_value=initial_accumulator_value, foreach=foreach,
             maximize=maximize, differentiable=differentiable, fused=fused,
             eps_inside_sqrt=eps_inside_sqrt,
+            state_precision=state_precision, param_rounding=param_rounding,
+            rounding_seed=rounding_seed,
         )  # fmt: skip
         super().__init__(params, defaults)
         # torch creates Adagrad's state at construction, not at the first step,

@@ -28,15 +28,8 @@ import torch
 from torch import Tensor
 
 from ..kernels import KernelCall, on
-from .base import (
-    Optimizer,
-    check_betas,
-    check_nonnegative,
-    keep,
-    next_step,
-    step_counter,
-    zeros_like,
-)
+from .base import Optimizer, keep, next_step, step_counter, zeros_like
+from .checks import check_betas, check_nonnegative
 
 __all__ = ["Adam", "AdamW"]
 
@@ -74,12 +67,17 @@ class Adam(Optimizer):
         fused: bool | None = None,
         decoupled_weight_decay: bool = False,
         bias_correction: bool = True,
+        state_precision: str | None = None,
+        param_rounding: str = "nearest",
+        rounding_seed: int = 0,
     ) -> None:
         defaults = dict(
             lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
             maximize=maximize, foreach=foreach, capturable=capturable,
             differentiable=differentiable, fused=fused,
             decoupled_weight_decay=decoupled_weight_decay, bias_correction=bias_correction,
+            state_precision=state_precision, param_rounding=param_rounding,
+            rounding_seed=rounding_seed,
         )  # fmt: skip
         super().__init__(params, defaults)
 
@@ -164,12 +162,16 @@ class AdamW(Adam):
         differentiable: bool = False,
         fused: bool | None = None,
         bias_correction: bool = True,
+        state_precision: str | None = None,
+        param_rounding: str = "nearest",
+        rounding_seed: int = 0,
     ) -> None:
         super().__init__(
             params, lr, betas, eps, weight_decay, amsgrad,
             maximize=maximize, foreach=foreach, capturable=capturable,
             differentiable=differentiable, fused=fused, decoupled_weight_decay=True,
-            bias_correction=bias_correction,
+            bias_correction=bias_correction, state_precision=state_precision,
+            param_rounding=param_rounding, rounding_seed=rounding_seed,
         )  # fmt: skip
 
     def __setstate__(self, state: dict[str, Any]) -> None:

@@ -24,7 +24,6 @@ and deepcopy are torch's own.  A subclass adds four small pieces:
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any, ClassVar, NamedTuple
@@ -33,9 +32,11 @@ import torch
 from torch import Tensor
 
 from ..kernels import KernelCall
-from . import dispatch
+from . import dispatch, precision
 
-__all__ = ["Optimizer", "check", "check_number", "keep", "next_step", "scalar_dtype"]
+__all__ = [
+    "Optimizer", "StateDict", "keep", "next_step", "scalar_dtype", "step_counter", "zeros_like",
+]  # fmt: skip
 
 
 def scalar_dtype() -> torch.dtype:
@@ -56,48 +57,6 @@ def keep(tensor: Tensor, differentiable: bool) -> Tensor:
     itself, the next step's in-place update would invalidate the graph.
     """
     return tensor.clone() if differentiable else tensor
-
-
-def check(ok: Any, what: str, value: Any, name: str, rule: str) -> None:
-    """Raise ``ValueError("Invalid <what>: <value> (<name> must be <rule>)")`` unless ``ok``.
-
-    The prefix is torch.optim's own message, so code matching torch's errors still matches.
-    """
-    if not ok:
-        raise ValueError(f"Invalid {what}: {value} ({name} must be {rule})")
-
-
-def check_number(name: str, value: Any, *, tensor_ok: bool = False) -> float:
-    """The float value of hyperparameter ``name``; ``TypeError`` if it is not a number."""
-    if isinstance(value, Tensor):
-        if not tensor_ok:
-            raise TypeError(f"{name} must be a float, got a Tensor: {value}")
-        if value.numel() != 1:
-            raise ValueError(f"Tensor {name} must be 1-element")
-        return float(value.detach())
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}: {value!r}")
-    return float(value)
-
-
-def check_nonnegative(what: str, name: str, value: Any, *, tensor_ok: bool = False) -> None:
-    number = check_number(name, value, tensor_ok=tensor_ok)
-    check(0.0 <= number < math.inf, what, value, name, "a finite number >= 0")
-
-
-def check_betas(betas: Any) -> None:
-    if not isinstance(betas, (tuple, list)) or len(betas) != 2:
-        raise TypeError(f"betas must be a pair (beta1, beta2), got {betas!r}")
-    for i, beta in enumerate(betas):
-        number = check_number(f"betas[{i}]", beta, tensor_ok=True)
-        check(0.0 <= number < 1.0, f"beta parameter at index {i}", beta, f"betas[{i}]", "in [0, 1)")
-    if isinstance(betas[0], Tensor) != isinstance(betas[1], Tensor):
-        raise ValueError("betas must be either both floats or both Tensors")
-
-
-def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ValueError(f"Invalid {name}: {value!r} ({name} must be one of {', '.join(choices)})")
 
 
 def _as_scalar(value: Any) -> Any:
@@ -160,6 +119,10 @@ class StateDict(defaultdict):
         super().update(*args, **kwargs)
 
 
+# group keys that say how this instance runs, not what it computes: kept across loads
+_OWN_CHOICES = ("fused", "foreach", "state_precision", "param_rounding")
+
+
 class Optimizer(torch.optim.Optimizer):
     """Base class of optimlab's optimizers (see the module docstring)."""
 
@@ -172,7 +135,7 @@ class Optimizer(torch.optim.Optimizer):
     sparse_hint: ClassVar[str] = ""
 
     def __init__(self, params: Iterable[Any], defaults: dict[str, Any]) -> None:
-        self._validate(defaults)
+        self._check_group(defaults)
         if defaults.get("fused"):
             if defaults.get("differentiable"):
                 raise RuntimeError("`fused` does not support `differentiable`")
@@ -185,6 +148,11 @@ class Optimizer(torch.optim.Optimizer):
 
     def _validate(self, group: dict[str, Any]) -> None:
         raise NotImplementedError
+
+    def _check_group(self, group: dict[str, Any]) -> None:
+        """The subclass's rules and the storage options' (every optimizer has those)."""
+        self._validate(group)
+        precision.check_options(group)
 
     def _new_state(self, param: Tensor, group: dict[str, Any]) -> dict[str, Any]:
         raise NotImplementedError
@@ -207,7 +175,7 @@ class Optimizer(torch.optim.Optimizer):
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         if isinstance(param_group, dict):
-            self._validate({**self.defaults, **param_group})
+            self._check_group({**self.defaults, **param_group})
         super().add_param_group(param_group)
         if self.param_groups[-1].get("fused"):
             dispatch.check_fused(self, self.param_groups[-1])
@@ -232,12 +200,36 @@ class Optimizer(torch.optim.Optimizer):
                 param_state["mu_product"] = param_state["mu_product"].to(scalar_dtype())
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        # Which backend runs the step (fused, foreach) is this instance's choice, not the
-        # checkpoint's: a torch checkpoint says fused=None, which here means the kernels.
-        chosen = [(group.get("fused"), group.get("foreach")) for group in self.param_groups]
+        # Which backend runs the step (fused, foreach) and how state is stored are this
+        # instance's choice, not the checkpoint's: a torch checkpoint says fused=None, which
+        # here means the kernels, and knows nothing of state_precision.
+        chosen = [
+            {key: group.get(key) for key in _OWN_CHOICES} for group in self.param_groups
+        ]
         super().load_state_dict(state_dict)
-        for group, (fused, foreach) in zip(self.param_groups, chosen, strict=True):
-            group["fused"], group["foreach"] = fused, foreach
+        for group, own in zip(self.param_groups, chosen, strict=True):
+            group.update(own)
+        self._restore_stored_dtypes(state_dict)
+        for group in self.param_groups:
+            slots = self._slots(group)
+            for param in group["params"]:
+                if self.state.get(param):
+                    precision.convert(self.state[param], param, group, slots)
+
+    def _restore_stored_dtypes(self, state_dict: dict[str, Any]) -> None:
+        """torch's load_state_dict casts every state tensor of a floating param to the param's
+        dtype: lossy or wrong for state kept in another precision on purpose (float32 state
+        of a bfloat16 param, 8-bit codes and scales).  Take those from the checkpoint as
+        saved; ``convert`` then brings everything into this optimizer's formats."""
+        saved_ids = (i for g in state_dict["param_groups"] for i in g["params"])
+        params = (p for g in self.param_groups for p in g["params"])
+        for saved_id, param in zip(saved_ids, params, strict=True):
+            for key, value in state_dict["state"].get(saved_id, {}).items():
+                loaded = self.state[param].get(key) if param in self.state else None
+                if (isinstance(value, Tensor) and isinstance(loaded, Tensor)
+                        and value.dtype != loaded.dtype
+                        and key not in ("step", "mu_product")):  # fmt: skip
+                    self.state[param][key] = value.to(device=loaded.device, copy=True)
 
     def hyper(self, group: dict[str, Any]) -> Any:
         """The group's hyperparameters as this optimizer's ``Hyper`` NamedTuple."""
@@ -275,16 +267,56 @@ class Optimizer(torch.optim.Optimizer):
     ) -> None:
         hyper = self.hyper(group)
         params = group["params"]
-        if dispatch.routes(group, self._has_kernel()):
-            call = self._kernel(hyper)
+        call = self._call(group, hyper)
+        if dispatch.routes(group, call is not None):
             params = dispatch.step_group(self, index, group, call, grad_scale, found_inf)
         params = [param for param in params if param.grad is not None]
         if not params or (found_inf is not None and bool(found_inf)):
             return  # (a GPU's found_inf is read on the host only if a tensor needs it)
+        slots = call.slots if call is not None else ()
+        position = {id(p): i for i, p in enumerate(group["params"])} if params else {}
         for param in params:  # what no backend took: per tensor
             if grad_scale is not None:
                 param.grad.div_(grad_scale.to(param.grad.device))
-            self._reference_step(param, param.grad, self._state_of(param, group), hyper)
+            state = self._state_of(param, group)
+            row_key = (index << 32) | position[id(param)]
+            self._reference_step(param, param.grad, state, hyper, group, slots, row_key)
+
+    def _call(self, group: dict[str, Any], hyper: Any) -> KernelCall | None:
+        """This step of ``group`` as the backends see it (None: no kernel)."""
+        call = self._kernel(hyper)
+        if call is None:
+            return None
+        if precision.rounds_stochastically(group):
+            group["rounding_step"] = group.get("rounding_step", 0) + 1
+        return call._replace(
+            state_precision=group.get("state_precision"),
+            param_rounding=group.get("param_rounding", "nearest"),
+            rounding=(group.get("rounding_seed", 0), group.get("rounding_step", 0)),
+        )
+
+    def _slots(self, group: dict[str, Any]) -> tuple:
+        """The state keys of the update's tensor slots (what a state format applies to)."""
+        call = self._kernel(self.hyper(group))
+        return call.slots if call is not None else ()
+
+    def _step_released(self, param: Tensor) -> None:
+        """Step one param whose gradient is ready (optimlab.release_gradients): as ``step()``
+        would, through a one-param view of its group (kept, so its kernel plan is too)."""
+        released = vars(self).setdefault("_released", {})
+        if id(param) not in released:
+            places = [(i, group) for i, group in enumerate(self.param_groups)
+                      if any(p is param for p in group["params"])]  # fmt: skip
+            if not places:
+                raise KeyError("the param is in none of this optimizer's groups")
+            number = (1 << 20) + len(released)  # a plan, and a rounding key, of its own
+            released[id(param)] = (places[0][1], {}, [param], number)
+        group, view, params, number = released[id(param)]
+        view.update(group)
+        view["params"] = params
+        self._step_group(number, view)
+        if "rounding_step" in view:
+            group["rounding_step"] = view["rounding_step"]
 
     def _refuse_fp16_grads(self) -> None:
         """As torch's GradScaler for every optimizer but a fused one: float16 params (hence
@@ -309,7 +341,7 @@ class Optimizer(torch.optim.Optimizer):
         step counters on the param's device (as torch's fused optimizers keep them).
         """
         fresh: set[int] = set()
-        if not self._has_state(group):
+        if not self._stateful(group):
             return fresh
         for param in params:
             state = self._state_of(param, group)
@@ -324,21 +356,38 @@ class Optimizer(torch.optim.Optimizer):
                     raise KeyError(key)
                 if counters == "param" and state[key].device != param.device:
                     state[key] = state[key].to(param.device)
+            precision.convert(state, param, group, call.slots)
         return fresh
 
+    def _stateful(self, group: dict[str, Any]) -> bool:
+        """Whether params keep state: the optimizer's own, or a Kahan compensation."""
+        return self._has_state(group) or group.get("param_rounding") == "kahan"
+
     def _state_of(self, param: Tensor, group: dict[str, Any]) -> dict[str, Any]:
-        if not self._has_state(group):
+        if not self._stateful(group):
             return {}  # as torch: plain SGD keeps no per-parameter state at all
         state = self.state[param]
         if not state:
-            state.update(self._new_state(param, group))
+            state.update(self._new_state(param, group) if self._has_state(group) else {})
+            precision.convert(state, param, group, self._slots(group))
         return state
 
-    def _reference_step(self, param: Tensor, grad: Tensor, state: dict, hyper: Any) -> None:
+    def _reference_step(
+        self, param: Tensor, grad: Tensor, state: dict, hyper: Any,
+        group: dict[str, Any] | None = None, slots: tuple = (), row_key: int = 0,
+    ) -> None:  # fmt: skip
         if grad.is_sparse and not self.supports_sparse:
             raise RuntimeError(
                 f"{type(self).__name__} does not support sparse gradients{self.sparse_hint}"
             )
+        if group is not None and (
+            precision.state_format(param, group) is not None
+            or precision.param_mode(param, group) != "nearest"
+        ):
+            precision.convert(state, param, group, slots)
+            precision.reference_step(self._update, param, grad, state, hyper, group, slots,
+                                     row_key)  # fmt: skip
+            return
         if not param.is_complex():
             self._update(param, grad, state, hyper)
             return

@@ -51,6 +51,7 @@ CPU = Route("optimlab.kernels.cpu.backend", frozenset({"cpu"}), True)
 TRITON = Route("optimlab.kernels.triton.backend", frozenset({"cuda"}), True)
 FOREACH = Route("optimlab.kernels.foreach", None, False)
 FOREACH_OFF_CPU = FOREACH._replace(skip_cpu=True)
+OVERLAP = "a parameter's memory overlaps another parameter's (the kernels would race)"
 # foreach is imported up front: it is torch.compile's route, and dynamo cannot trace an import
 _BACKENDS: dict[str, Any] = {FOREACH.module: foreach_kernels}
 
@@ -120,6 +121,8 @@ def check_fused(opt: Any, group: dict[str, Any]) -> None:
         why = backend.problem(param, opt.state.get(param), call)
         if why:
             raise RuntimeError(f"{name} cannot run: {why}")
+    if kernel_plan.overlapping(group["params"]):
+        raise RuntimeError(f"{name} cannot run: {OVERLAP}")
 
 
 def step_group(
@@ -135,6 +138,8 @@ def step_group(
     for route in routes(group, True):
         if not params:
             break
+        if not any(_takes(route, p) for p in params):
+            continue  # (a CPU-only model never imports triton)
         backend = _backend(route)
         if backend is None:
             _missing(opt, route, group, params)
@@ -177,7 +182,7 @@ def _partition(
         if duplicated:
             why = "a parameter appears twice in the group"
         elif id(param) in clash:
-            why = "a parameter's memory overlaps another parameter's (the kernels would race)"
+            why = OVERLAP
         else:
             why = backend.problem(param, opt.state.get(param), call)
         if why and strict:
@@ -254,5 +259,6 @@ def _run_lists(
 # creation (optimizer.state is a defaultdict), and a graph traced around it would serve
 # one step only.  From the next step on the state exists, and the whole step is one graph
 # (torch's optimizers keep state creation out of their graphs too: dynamo runs their
-# _init_group eagerly).
-_run_lists_eagerly = torch.compiler.disable(_run_lists)
+# _init_group eagerly).  torch._disable_dynamo imports dynamo at the first call, not here:
+# torch.compiler.disable would import it (and triton) with optimlab, ~4 s.
+_run_lists_eagerly = torch._disable_dynamo(_run_lists)

@@ -21,15 +21,8 @@ from typing import Any, NamedTuple
 from torch import Tensor
 
 from ..kernels import KernelCall, on
-from .base import (
-    Optimizer,
-    check_betas,
-    check_nonnegative,
-    keep,
-    next_step,
-    step_counter,
-    zeros_like,
-)
+from .base import Optimizer, keep, next_step, step_counter, zeros_like
+from .checks import check_betas, check_nonnegative
 
 __all__ = ["NAdam"]
 
@@ -64,12 +57,17 @@ class NAdam(Optimizer):
         capturable: bool = False,
         differentiable: bool = False,
         fused: bool | None = None,
+        state_precision: str | None = None,
+        param_rounding: str = "nearest",
+        rounding_seed: int = 0,
     ) -> None:
         defaults = dict(
             lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
             momentum_decay=momentum_decay, decoupled_weight_decay=decoupled_weight_decay,
             maximize=maximize, foreach=foreach, capturable=capturable,
             differentiable=differentiable, fused=fused,
+            state_precision=state_precision, param_rounding=param_rounding,
+            rounding_seed=rounding_seed,
         )  # fmt: skip
         super().__init__(params, defaults)
 

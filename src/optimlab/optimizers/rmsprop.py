@@ -23,15 +23,8 @@ from typing import Any, NamedTuple
 from torch import Tensor
 
 from ..kernels import KernelCall, on
-from .base import (
-    Optimizer,
-    check,
-    check_nonnegative,
-    check_number,
-    next_step,
-    step_counter,
-    zeros_like,
-)
+from .base import Optimizer, next_step, step_counter, zeros_like
+from .checks import check, check_nonnegative, check_number
 
 __all__ = ["RMSprop"]
 
@@ -68,12 +61,17 @@ class RMSprop(Optimizer):
         *,
         fused: bool | None = None,
         eps_inside_sqrt: bool = False,
+        state_precision: str | None = None,
+        param_rounding: str = "nearest",
+        rounding_seed: int = 0,
     ) -> None:
         defaults = dict(
             lr=lr, momentum=momentum, alpha=alpha, eps=eps, centered=centered,
             weight_decay=weight_decay, capturable=capturable, foreach=foreach,
             maximize=maximize, differentiable=differentiable, fused=fused,
             eps_inside_sqrt=eps_inside_sqrt,
+            state_precision=state_precision, param_rounding=param_rounding,
+            rounding_seed=rounding_seed,
         )  # fmt: skip
         super().__init__(params, defaults)
 

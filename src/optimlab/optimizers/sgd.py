@@ -34,7 +34,8 @@ import torch
 from torch import Tensor
 
 from ..kernels import KernelCall, on
-from .base import Optimizer, check, check_choice, check_nonnegative, check_number
+from .base import Optimizer
+from .checks import check, check_choice, check_nonnegative, check_number
 
 __all__ = ["SGD"]
 
@@ -78,12 +79,17 @@ class SGD(Optimizer):
         fused: bool | None = None,
         momentum_form: str = "torch",
         nesterov_form: str = "reformulated",
+        state_precision: str | None = None,
+        param_rounding: str = "nearest",
+        rounding_seed: int = 0,
     ) -> None:
         defaults = dict(
             lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
             nesterov=nesterov, maximize=maximize, foreach=foreach,
             differentiable=differentiable, fused=fused,
             momentum_form=momentum_form, nesterov_form=nesterov_form,
+            state_precision=state_precision, param_rounding=param_rounding,
+            rounding_seed=rounding_seed,
         )  # fmt: skip
         super().__init__(params, defaults)
 

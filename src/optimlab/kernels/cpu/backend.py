@@ -26,22 +26,13 @@ COUNTERS = "cpu"  # the kernels read the step counters on the CPU (the params ar
 Plan = plans.Plan
 KERNELS = {name: i for i, name in enumerate(_optim.KERNELS)}
 FLAGS = {name: 1 << bit for bit, name in enumerate(CALL_FLAGS)}
-# bind() calls these descriptors directly on exactly these types (a subclass that overrides
-# them, or any other type, goes through ordinary attribute lookup)
-_ACCESSORS = ("data_ptr", "grad", "is_contiguous", "dtype", "shape")
-_optim.configure(
-    tuple(t for t in plans.GRAD_TYPES
-          if all(getattr(t, a) is getattr(torch.Tensor, a) for a in _ACCESSORS)),
-    *(getattr(torch.Tensor, a) for a in _ACCESSORS),
-)  # fmt: skip
-
 
 def problem(param: Tensor, state: Mapping[str, Any] | None, call: KernelCall) -> str:
     """Why the CPU kernels cannot step ``param`` ('' when they can)."""
     local = plans.view(param)
     if local is not None and local.device.type != "cpu":
         return f"a parameter is on {local.device}, the kernels are CPU kernels"
-    return plans.problem(param, state, call, counter_device=torch.device("cpu"))
+    return plans.problem(param, state, call, counter_device=torch.device("cpu"), formats=True)
 
 
 def _scalar_address(tensor: Tensor | None, keep: list) -> int:
@@ -54,9 +45,7 @@ def _scalar_address(tensor: Tensor | None, keep: list) -> int:
     return tensor.data_ptr()
 
 
-def run(
-    plan: Plan, call: KernelCall, grad_scale: Tensor | None, found_inf: Tensor | None
-) -> None:
+def run(plan: Plan, call: KernelCall, grad_scale: Tensor | None, found_inf: Tensor | None) -> None:
     """One step over the plan's active rows (``bind`` has just filled in their grads)."""
     if not plan.owners:
         return
@@ -72,4 +61,5 @@ def run(
         sum(FLAGS[flag] for flag in call.flags),
         _scalar_address(grad_scale, keep),
         _scalar_address(found_inf, keep),
+        *call.rounding,
     )

@@ -15,23 +15,29 @@ static int as_i64(PyObject *obj, int64_t *out)
     return (*out == -1 && PyErr_Occurred()) ? -1 : 0;
 }
 
-/* step(kernel, variant, nthreads, table, nrows, hyper, flags, grad_scale, found_inf) -> int
+/* step(kernel, variant, nthreads, table, nrows, hyper, flags, grad_scale, found_inf, seed,
+ *      rounding_step) -> int
  *
  * Runs one optimizer step over the active rows of `table` (the address of an int64 tensor
  * of Row).  `hyper` is a tuple of HYPER_FIELDS floats; `grad_scale` and `found_inf` are
- * addresses of float32 scalars or 0.  Returns the number of rows stepped, or -1 when
- * *found_inf is nonzero (nothing was touched). */
+ * addresses of float32 scalars or 0; `seed` and `rounding_step` key stochastic rounding.
+ * Returns the number of rows stepped, or -1 when *found_inf is nonzero (nothing was
+ * touched). */
 static PyObject *py_step(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)self;
     int64_t kernel, variant, nthreads, table, nrows, call_flags, scale_addr, inf_addr;
-    if (nargs != 9) {
-        PyErr_SetString(PyExc_TypeError, "step() takes 9 arguments");
+    if (nargs != 11) {
+        PyErr_SetString(PyExc_TypeError, "step() takes 11 arguments");
         return NULL;
     }
     if (as_i64(args[0], &kernel) || as_i64(args[1], &variant) || as_i64(args[2], &nthreads) ||
         as_i64(args[3], &table) || as_i64(args[4], &nrows) || as_i64(args[6], &call_flags) ||
         as_i64(args[7], &scale_addr) || as_i64(args[8], &inf_addr))
+        return NULL;
+    uint64_t seed = PyLong_AsUnsignedLongLongMask(args[9]);
+    uint64_t rounding_step = PyLong_AsUnsignedLongLongMask(args[10]);
+    if (PyErr_Occurred())
         return NULL;
     if (kernel < 0 || kernel >= optim_nkernels || variant < 0 || variant >= NV || nrows < 0 ||
         (nrows > 0 && table == 0)) {
@@ -60,7 +66,8 @@ static PyObject *py_step(PyObject *self, PyObject *const *args, Py_ssize_t nargs
     int64_t stepped;
     Py_BEGIN_ALLOW_THREADS
     stepped = optim_step((int)kernel, (int)variant, (int)nthreads, rows, nrows, h, call_flags,
-                         (const float *)(intptr_t)scale_addr, (const float *)(intptr_t)inf_addr);
+                         (const float *)(intptr_t)scale_addr, (const float *)(intptr_t)inf_addr,
+                         seed, rounding_step);
     Py_END_ALLOW_THREADS
     return PyLong_FromLongLong(stepped);
 }
@@ -254,7 +261,8 @@ static PyMethodDef methods[] = {
      "configure(types, data_ptr, grad, is_contiguous, dtype, shape): fast accessors for bind"},
     {"isa", py_isa, METH_NOARGS, "isa() -> the instruction set of the loops in use"},
     {"step", (PyCFunction)(void (*)(void))py_step, METH_FASTCALL,
-     "step(kernel, variant, nthreads, table, nrows, hyper, flags, grad_scale, found_inf)"},
+     "step(kernel, variant, nthreads, table, nrows, hyper, flags, grad_scale, found_inf, "
+     "seed, rounding_step)"},
     {"bind", (PyCFunction)(void (*)(void))py_bind, METH_FASTCALL,
      "bind(group_params, snapshot, meta, table) -> -1 | -2 | row to re-plan"},
     {NULL, NULL, 0, NULL},

@@ -60,55 +60,7 @@ enum { K_NEG_LR, K_WD, K_MOMENTUM, K_ONE_MINUS_DAMPENING, K_NEG_STEP, K_NEG_STEP
        K_ALPHA, K_ONE_MINUS_ALPHA, K_DECAY, K_ONE_MINUS_BETA1, K_BETA2, K_ONE_MINUS_BETA2,
        K_SQRT_BC2, K_BC2, NK };
 
-/* ---- dtypes: storage type, math type, load and store, in this one place ---------------- */
-
-static INLINE float f32_from_bits(uint32_t u)
-{
-    float f;
-    memcpy(&f, &u, sizeof f);
-    return f;
-}
-
-static INLINE uint32_t f32_bits(float f)
-{
-    uint32_t u;
-    memcpy(&u, &f, sizeof u);
-    return u;
-}
-
-/* IEEE half <-> float in integer arithmetic (F. Giesen's branch-free conversions, exact,
- * round to nearest even; NaN -> 0x7e00 as c10::Half): GCC 12 calls libgcc for each
- * _Float16 conversion without AVX512-FP16, which keeps the loops scalar; these vectorize. */
-static INLINE float f16_load(uint16_t h)
-{
-    uint32_t o = (uint32_t)(h & 0x7fffu) << 13, exp = o & (0x7c00u << 13);
-    o += (127 - 15) << 23;
-    uint32_t special = o + ((128 - 16) << 23);                                /* inf, NaN */
-    float tiny = f32_from_bits(o + (1u << 23)) - f32_from_bits(113u << 23); /* subnormal */
-    o = exp == (0x7c00u << 13) ? special : (exp == 0 ? f32_bits(tiny) : o);
-    return f32_from_bits(o | ((uint32_t)(h & 0x8000u) << 16));
-}
-
-static INLINE uint16_t f16_store(float x)
-{
-    uint32_t f = f32_bits(x), sign = f & 0x80000000u;
-    f ^= sign;
-    const float magic = f32_from_bits(((127 - 15) + (23 - 10) + 1) << 23);
-    uint32_t big = f > (255u << 23) ? 0x7e00u : 0x7c00u; /* NaN, or overflow to inf */
-    uint32_t tiny = f32_bits(f32_from_bits(f) + magic) - f32_bits(magic);
-    uint32_t normal = (f + ((uint32_t)(15 - 127) << 23) + 0xfffu + ((f >> 13) & 1u)) >> 13;
-    uint32_t o = f >= ((127u + 16) << 23) ? big : (f < (113u << 23) ? tiny : normal);
-    return (uint16_t)(o | (sign >> 16));
-}
-
-static INLINE float bf16_load(uint16_t x) { return f32_from_bits((uint32_t)x << 16); }
-
-/* Round to nearest even, NaN kept quiet: c10::BFloat16's rounding. */
-static INLINE uint16_t bf16_store(float f)
-{
-    uint32_t u = f32_bits(f), rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
-    return (f != f) ? (uint16_t)0x7fc0 : (uint16_t)rounded;
-}
+#include "formats.h"
 
 /* The update functions (updates.h), once per math type: float (float32 and bfloat16
  * tensors), double (float64), and float that rounds to float16 where torch's float16
@@ -215,6 +167,197 @@ FOR_DTYPES(DEFINE_LOOP, adam, 3)
 FOR_DTYPES(DEFINE_LOOP, adam, 7)
 FOR_DTYPES(DEFINE_LOOP, nadam, 3)
 
+/* ---- staged rows: state or params stored in a format of their own -------------------
+ * A chunk of STAGE elements (one 8-bit block: a row's chunks start on its block boundaries)
+ * is loaded into float32 scratch arrays, which stay in L1, updated there by the optimizer's
+ * float update, and stored back: still one pass over memory, and the update never knows how
+ * anything is stored.  Formats apply to float32, bfloat16 and float16 params (storage.py). */
+#define STAGE 256
+
+typedef struct {
+    float p[STAGE], g[STAGE], s[3][STAGE];
+} Scratch;
+
+typedef void (*StagedUpdate)(const float *k, int64_t flags, Scratch *x, int64_t len);
+
+#define DEFINE_STAGED(OPT, V)                                                               \
+    TARGETS static void staged_##OPT##_##V(const float *k, int64_t flags, Scratch *x,        \
+                                           int64_t len)                                      \
+    {                                                                                       \
+        for (int64_t i = 0; i < len; i++) {                                                 \
+            float S[3] = {0.0f, 0.0f, 0.0f};                                                \
+            if ((V) & 1) S[0] = x->s[0][i];                                                 \
+            if ((V) & 2) S[1] = x->s[1][i];                                                 \
+            if ((V) & 4) S[2] = x->s[2][i];                                                 \
+            OPT##_f(k, flags, (V), &x->p[i], x->g[i], S);                                  \
+            if ((V) & 1) x->s[0][i] = S[0];                                                 \
+            if ((V) & 2) x->s[1][i] = S[1];                                                 \
+            if ((V) & 4) x->s[2][i] = S[2];                                                 \
+        }                                                                                   \
+    }
+
+DEFINE_STAGED(sgd, 0)
+DEFINE_STAGED(sgd, 1)
+DEFINE_STAGED(adagrad, 1)
+DEFINE_STAGED(rmsprop, 1)
+DEFINE_STAGED(rmsprop, 3)
+DEFINE_STAGED(rmsprop, 5)
+DEFINE_STAGED(rmsprop, 7)
+DEFINE_STAGED(adam, 3)
+DEFINE_STAGED(adam, 7)
+DEFINE_STAGED(nadam, 3)
+
+/* Elements [at, at + len) of an array of dtype `dt` (float32, bfloat16, float16) as floats. */
+TARGETS static void load_floats(const void *src, int dt, int64_t at, int64_t len, float *out)
+{
+    if (dt == DT_F32) {
+        memcpy(out, (const float *)src + at, (size_t)len * sizeof(float));
+    } else if (dt == DT_BF16) {
+        const uint16_t *in = (const uint16_t *)src + at;
+        for (int64_t i = 0; i < len; i++)
+            out[i] = bf16_load(in[i]);
+    } else {
+        const uint16_t *in = (const uint16_t *)src + at;
+        for (int64_t i = 0; i < len; i++)
+            out[i] = f16_load(in[i]);
+    }
+}
+
+/* The reverse, rounding to nearest even. */
+TARGETS static void store_floats(void *dst, int dt, int64_t at, int64_t len, const float *in)
+{
+    if (dt == DT_F32) {
+        memcpy((float *)dst + at, in, (size_t)len * sizeof(float));
+    } else if (dt == DT_BF16) {
+        uint16_t *out = (uint16_t *)dst + at;
+        for (int64_t i = 0; i < len; i++)
+            out[i] = bf16_store(in[i]);
+    } else {
+        uint16_t *out = (uint16_t *)dst + at;
+        for (int64_t i = 0; i < len; i++)
+            out[i] = f16_store(in[i]);
+    }
+}
+
+TARGETS static void store_bf16_stochastic(uint16_t *dst, int64_t at, int64_t len,
+                                          const float *in, uint32_t stream)
+{
+    for (int64_t i = 0; i < len; i++)
+        dst[at + i] = bf16_store_stochastic(in[i], stream, (uint32_t)(at + i));
+}
+
+/* Block `at / STAGE` of an 8-bit slot: its codes and absmax to floats, and back.  The absmax
+ * is the largest |x| of the block, found as the largest bit pattern of |x| (the same order
+ * for non-negative floats, NaN above everything: a NaN makes the whole block NaN). */
+TARGETS static void load_q8(const uint8_t *codes, const float *absmax, int is_unsigned,
+                            int64_t at, int64_t len, float *out)
+{
+    float scale = absmax[at / STAGE];
+    for (int64_t i = 0; i < len; i++)
+        out[i] = q8_decode(codes[at + i], scale, is_unsigned);
+}
+
+TARGETS static void store_q8(uint8_t *codes, float *absmax, int is_unsigned, int64_t at,
+                             int64_t len, const float *in)
+{
+    uint32_t top = 0;
+    for (int64_t i = 0; i < len; i++) {
+        uint32_t bits = f32_bits(in[i]) & 0x7fffffffu;
+        top = bits > top ? bits : top;
+    }
+    float scale = f32_from_bits(top);
+    absmax[at / STAGE] = scale;
+    for (int64_t i = 0; i < len; i++)
+        codes[at + i] = q8_encode(in[i], scale, is_unsigned);
+}
+
+static void stage_slot_in(const Row *row, int j, int fmt, int dt, int64_t at, int64_t len,
+                          float *out)
+{
+    switch (fmt) {
+    case STATE_Q8:
+        load_q8(row->s[j], row->q[j], (int)(row->flags >> (ROW_UNSIGNED_SHIFT + j)) & 1, at,
+                len, out);
+        break;
+    case STATE_F32: load_floats(row->s[j], DT_F32, at, len, out); break;
+    case STATE_BF16: load_floats(row->s[j], DT_BF16, at, len, out); break;
+    default: load_floats(row->s[j], dt, at, len, out);
+    }
+}
+
+static void stage_slot_out(const Row *row, int j, int fmt, int dt, int64_t at, int64_t len,
+                           const float *in, uint32_t stream)
+{
+    switch (fmt) {
+    case STATE_Q8:
+        store_q8(row->s[j], row->q[j], (int)(row->flags >> (ROW_UNSIGNED_SHIFT + j)) & 1, at,
+                 len, in);
+        break;
+    case STATE_F32: store_floats(row->s[j], DT_F32, at, len, in); break;
+    case STATE_BF16: store_bf16_stochastic(row->s[j], at, len, in, stream); break;
+    default: store_floats(row->s[j], dt, at, len, in);
+    }
+}
+
+/* Elements [a, b) of a staged row (a, and b unless it is the row's end, on block bounds). */
+static void run_staged(StagedUpdate update, int variant, const double *dk, int64_t flags,
+                       const Row *row, int64_t a, int64_t b, float scale, uint64_t seed,
+                       uint64_t rounding_step)
+{
+    float k[NK];
+    for (int j = 0; j < NK; j++)
+        k[j] = (float)dk[j];
+    int dt = (int)((row->flags >> ROW_DTYPE_SHIFT) & 15);
+    int fmt = (int)((row->flags >> ROW_STATE_SHIFT) & 3);
+    int rounding = (int)((row->flags >> ROW_ROUNDING_SHIFT) & 3);
+    uint32_t streams[4]; /* state slots 0-2, then the param (storage.PARAM_SLOT) */
+    for (uint32_t j = 0; j < 4; j++)
+        streams[j] = sr_stream(seed, rounding_step, (uint64_t)row->key, j);
+    Scratch x;
+    for (int64_t at = a; at < b; at += STAGE) {
+        int64_t len = b - at < STAGE ? b - at : STAGE;
+        load_floats(row->p, dt, at, len, x.p);
+        if (rounding == ROUND_KAHAN) {
+            const uint16_t *comp = (const uint16_t *)row->c + at;
+            for (int64_t i = 0; i < len; i++)
+                x.p[i] = x.p[i] + bf16_load(comp[i]);
+        }
+        load_floats(row->g, dt, at, len, x.g);
+        if (scale != 0.0f) { /* GradScaler: unscale, and leave the grads unscaled as torch */
+            for (int64_t i = 0; i < len; i++)
+                x.g[i] = x.g[i] / scale;
+            store_floats(row->g, dt, at, len, x.g);
+        }
+        for (int j = 0; j < 3; j++) {
+            if (variant & (1 << j))
+                stage_slot_in(row, j, fmt, dt, at, len, x.s[j]);
+        }
+        update(k, flags, &x, len);
+        for (int j = 0; j < 3; j++) {
+            if (variant & (1 << j))
+                stage_slot_out(row, j, fmt, dt, at, len, x.s[j], streams[j]);
+        }
+        if (rounding == ROUND_STOCHASTIC) {
+            store_bf16_stochastic(row->p, at, len, x.p, streams[3]);
+        } else if (rounding == ROUND_KAHAN) { /* the weight to nearest, the rest in comp */
+            uint16_t *p = (uint16_t *)row->p + at, *comp = (uint16_t *)row->c + at;
+            for (int64_t i = 0; i < len; i++) {
+                uint16_t rounded = bf16_store(x.p[i]);
+                p[i] = rounded;
+                comp[i] = bf16_store(x.p[i] - bf16_load(rounded));
+            }
+        } else {
+            store_floats(row->p, dt, at, len, x.p);
+        }
+    }
+}
+
+static int staged(const Row *row)
+{
+    return ((row->flags >> ROW_STATE_SHIFT) & 3) != STATE_NATIVE ||
+           ((row->flags >> ROW_ROUNDING_SHIFT) & 3) != ROUND_NEAREST;
+}
+
 /* ---- per-optimizer scalars: what the reference computes in Python doubles ------------- */
 
 /* Fill the K_* scalars of one tensor, from its step t (after the increment) and mu_product. */
@@ -305,17 +448,22 @@ typedef struct {
     const char *name;
     int counters; /* 0: none, 1: step, 2: step and mu_product */
     Prepare prepare;
-    Loop loops[NV][NDT]; /* by slot set V, then dtype */
+    Loop loops[NV][NDT];      /* by slot set V, then dtype */
+    StagedUpdate staged[NV]; /* by slot set V: rows stored in a format of their own */
 } Kernel;
 
 static const Kernel kernels[] = {
-    {"sgd", 0, prepare_plain, {[0] = DTYPE_LOOPS(sgd, 0), [1] = DTYPE_LOOPS(sgd, 1)}},
-    {"adagrad", 1, prepare_adagrad, {[1] = DTYPE_LOOPS(adagrad, 1)}},
+    {"sgd", 0, prepare_plain, {[0] = DTYPE_LOOPS(sgd, 0), [1] = DTYPE_LOOPS(sgd, 1)},
+     {[0] = staged_sgd_0, [1] = staged_sgd_1}},
+    {"adagrad", 1, prepare_adagrad, {[1] = DTYPE_LOOPS(adagrad, 1)}, {[1] = staged_adagrad_1}},
     {"rmsprop", 1, prepare_plain,
      {[1] = DTYPE_LOOPS(rmsprop, 1), [3] = DTYPE_LOOPS(rmsprop, 3),
-      [5] = DTYPE_LOOPS(rmsprop, 5), [7] = DTYPE_LOOPS(rmsprop, 7)}},
-    {"adam", 1, prepare_adam, {[3] = DTYPE_LOOPS(adam, 3), [7] = DTYPE_LOOPS(adam, 7)}},
-    {"nadam", 2, prepare_nadam, {[3] = DTYPE_LOOPS(nadam, 3)}},
+      [5] = DTYPE_LOOPS(rmsprop, 5), [7] = DTYPE_LOOPS(rmsprop, 7)},
+     {[1] = staged_rmsprop_1, [3] = staged_rmsprop_3, [5] = staged_rmsprop_5,
+      [7] = staged_rmsprop_7}},
+    {"adam", 1, prepare_adam, {[3] = DTYPE_LOOPS(adam, 3), [7] = DTYPE_LOOPS(adam, 7)},
+     {[3] = staged_adam_3, [7] = staged_adam_7}},
+    {"nadam", 2, prepare_nadam, {[3] = DTYPE_LOOPS(nadam, 3)}, {[3] = staged_nadam_3}},
 };
 #define NKERNELS ((int)(sizeof kernels / sizeof kernels[0]))
 
@@ -356,7 +504,8 @@ static void prefetch_row(const Row *row)
 }
 
 static void run_share(const Kernel *kern, int variant, const double *h, int64_t call_flags,
-                      const Row *rows, int64_t nrows, int64_t lo, int64_t hi, float scale)
+                      const Row *rows, int64_t nrows, int64_t lo, int64_t hi, float scale,
+                      uint64_t seed, uint64_t rounding_step)
 {
     double dk[NK] = {0}, last_t = -1.0, last_mp = -1.0;
     int64_t offset = 0;
@@ -385,10 +534,17 @@ static void run_share(const Kernel *kern, int variant, const double *h, int64_t 
             kern->prepare(h, call_flags, t, mp, dk);
             last_t = t, last_mp = mp;
         }
-        int dtype = (int)((row->flags >> ROW_DTYPE_SHIFT) & 15);
-        Loop loop = kern->loops[variant][dtype];
         int64_t a = (lo > begin ? lo : begin) - begin, b = (hi < end ? hi : end) - begin;
-        loop(dk, call_flags | (row->flags & F_FRESH), row, a, b, scale);
+        int64_t flags = call_flags | (row->flags & F_FRESH);
+        if (staged(row)) { /* both threads at a split move it to the same block bound */
+            a -= a % STAGE;
+            b = b == row->n ? b : b - b % STAGE;
+            run_staged(kern->staged[variant], variant, dk, flags, row, a, b, scale, seed,
+                       rounding_step);
+            continue;
+        }
+        int dtype = (int)((row->flags >> ROW_DTYPE_SHIFT) & 15);
+        kern->loops[variant][dtype](dk, flags, row, a, b, scale);
     }
 }
 
@@ -416,7 +572,7 @@ int optim_has_loop(int kernel, int variant, int dtype)
 
 int64_t optim_step(int kernel, int variant, int nthreads, Row *rows, int64_t nrows,
                    const double *h, int64_t call_flags, const float *grad_scale,
-                   const float *found_inf)
+                   const float *found_inf, uint64_t seed, uint64_t rounding_step)
 {
     if (found_inf && *found_inf != 0.0f)
         return -1;
@@ -440,11 +596,12 @@ int64_t optim_step(int kernel, int variant, int nthreads, Row *rows, int64_t nro
         {
             int tid = omp_get_thread_num(), n = omp_get_num_threads();
             run_share(kern, variant, h, call_flags, rows, nrows, split(total, n, tid),
-                      split(total, n, tid + 1), scale);
+                      split(total, n, tid + 1), scale, seed, rounding_step);
         }
     } else
 #endif
-        run_share(kern, variant, h, call_flags, rows, nrows, 0, total, scale);
+        run_share(kern, variant, h, call_flags, rows, nrows, 0, total, scale, seed,
+                  rounding_step);
     for (int64_t r = 0; r < nrows; r++) {
         if (rows[r].flags & ROW_ACTIVE)
             rows[r].flags &= ~(int64_t)F_FRESH;

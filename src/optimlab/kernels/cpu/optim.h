@@ -20,7 +20,12 @@ enum {
     ROW_STRIDED = 1 << 11, /* dense but not contiguous: grads must match the param's strides */
     ROW_STEP_F64 = 1 << 12, ROW_MU_F64 = 1 << 13,
     ROW_DTYPE_SHIFT = 16, /* bits 16-19: dtype code */
+    /* how the row is stored (kernels/storage.py): bits 20-21 the state format, 22-24 which
+     * 8-bit slots take the unsigned code, 25-26 the param's rounding */
+    ROW_STATE_SHIFT = 20, ROW_UNSIGNED_SHIFT = 22, ROW_ROUNDING_SHIFT = 25,
 };
+enum { STATE_NATIVE, STATE_F32, STATE_BF16, STATE_Q8 };      /* a row's state format */
+enum { ROUND_NEAREST, ROUND_STOCHASTIC, ROUND_KAHAN };        /* a row's param rounding */
 #define NFLAG_NAMES 14
 extern const char *const optim_flag_names[NFLAG_NAMES]; /* by bit; NULL: unused */
 
@@ -48,10 +53,11 @@ int optim_has_loop(int kernel, int variant, int dtype);
 
 /* One optimizer step over the active rows: advance their counters, then update every element
  * on up to `nthreads` threads.  `scale` != 0 unscales the grads (and writes them back);
- * a nonzero *found_inf skips the step untouched (returns -1).  Returns the rows stepped. */
+ * a nonzero *found_inf skips the step untouched (returns -1).  `seed` and `rounding_step`
+ * key stochastic rounding.  Returns the rows stepped. */
 int64_t optim_step(int kernel, int variant, int nthreads, Row *rows, int64_t nrows,
                    const double *hyper, int64_t flags, const float *grad_scale,
-                   const float *found_inf);
+                   const float *found_inf, uint64_t seed, uint64_t rounding_step);
 
 const char *optim_isa(void);   /* the clone in use on this CPU */
 extern const char optim_clones[];

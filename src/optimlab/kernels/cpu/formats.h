@@ -1,0 +1,126 @@
+/* How tensors are stored, in this one place: IEEE half and bfloat16 conversions, and the
+ * low-precision formats of kernels/storage.py (the specification; its torch code is the
+ * oracle these are tested against): 8-bit block codes and stochastic rounding.  Included by
+ * optim.c, which defines INLINE. */
+#ifndef OPTIMLAB_FORMATS_H
+#define OPTIMLAB_FORMATS_H
+
+#include <stdint.h>
+#include <string.h>
+
+static INLINE float f32_from_bits(uint32_t u)
+{
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+static INLINE uint32_t f32_bits(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    return u;
+}
+
+/* IEEE half <-> float in integer arithmetic (F. Giesen's branch-free conversions, exact,
+ * round to nearest even; NaN -> 0x7e00 as c10::Half): GCC 12 calls libgcc for each
+ * _Float16 conversion without AVX512-FP16, which keeps the loops scalar; these vectorize. */
+static INLINE float f16_load(uint16_t h)
+{
+    uint32_t o = (uint32_t)(h & 0x7fffu) << 13, exp = o & (0x7c00u << 13);
+    o += (127 - 15) << 23;
+    uint32_t special = o + ((128 - 16) << 23);                                /* inf, NaN */
+    float tiny = f32_from_bits(o + (1u << 23)) - f32_from_bits(113u << 23); /* subnormal */
+    o = exp == (0x7c00u << 13) ? special : (exp == 0 ? f32_bits(tiny) : o);
+    return f32_from_bits(o | ((uint32_t)(h & 0x8000u) << 16));
+}
+
+static INLINE uint16_t f16_store(float x)
+{
+    uint32_t f = f32_bits(x), sign = f & 0x80000000u;
+    f ^= sign;
+    const float magic = f32_from_bits(((127 - 15) + (23 - 10) + 1) << 23);
+    uint32_t big = f > (255u << 23) ? 0x7e00u : 0x7c00u; /* NaN, or overflow to inf */
+    uint32_t tiny = f32_bits(f32_from_bits(f) + magic) - f32_bits(magic);
+    uint32_t normal = (f + ((uint32_t)(15 - 127) << 23) + 0xfffu + ((f >> 13) & 1u)) >> 13;
+    uint32_t o = f >= ((127u + 16) << 23) ? big : (f < (113u << 23) ? tiny : normal);
+    return (uint16_t)(o | (sign >> 16));
+}
+
+static INLINE float bf16_load(uint16_t x) { return f32_from_bits((uint32_t)x << 16); }
+
+/* Round to nearest even, NaN kept quiet: c10::BFloat16's rounding. */
+static INLINE uint16_t bf16_store(float f)
+{
+    uint32_t u = f32_bits(f), rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+    return (f != f) ? (uint16_t)0x7fc0 : (uint16_t)rounded;
+}
+
+/* ---- stochastic rounding: storage.py's counter-based hash ---------------------------- */
+
+#define GOLDEN 0x9E3779B9u
+
+/* lowbias32 (C. Wellons). */
+static INLINE uint32_t mix32(uint32_t x)
+{
+    x ^= x >> 16;
+    x *= 0x7feb352du;
+    x ^= x >> 15;
+    x *= 0x846ca68bu;
+    return x ^ (x >> 16);
+}
+
+/* storage.stream(seed, step, key, slot). */
+static inline uint32_t sr_stream(uint64_t seed, uint64_t step, uint64_t key, uint32_t slot)
+{
+    uint32_t x = mix32((uint32_t)seed ^ (slot * GOLDEN));
+    x = mix32(x ^ (uint32_t)step ^ mix32((uint32_t)(step >> 32)));
+    return mix32(x ^ (uint32_t)key ^ mix32((uint32_t)(key >> 32)));
+}
+
+/* float -> bfloat16, rounded up with probability equal to the cut-off fraction: 16 random
+ * bits (of element i's hash) added below the last kept bit.  NaN stays a quiet NaN. */
+static INLINE uint16_t bf16_store_stochastic(float f, uint32_t stream, uint32_t i)
+{
+    uint32_t noise = mix32(stream ^ (i * GOLDEN)) & 0xffffu;
+    uint16_t rounded = (uint16_t)((f32_bits(f) + noise) >> 16);
+    return (f != f) ? (uint16_t)0x7fc0 : rounded;
+}
+
+/* ---- 8-bit block codes: storage.SIGNED (sign, 4 exponent, 3 mantissa bits) and
+ * storage.UNSIGNED (5 exponent, 3 mantissa bits), 1.0 at the top ----------------------- */
+
+/* The byte of r = |x| / absmax in [0, 1], rounded to nearest even, as IEEE does it: the
+ * normal range by rounding the float's bits at mantissa bit 20 after re-biasing the
+ * exponent (min_exp: the float exponent field of the code's smallest normal, 113 signed,
+ * 97 unsigned), the subnormal range by adding a float whose last place is the code's
+ * smallest step (2^6 signed, 2^-10 unsigned).  NaN (an all-zero or NaN block) gives 0. */
+static INLINE uint32_t q8_magnitude(float r, uint32_t min_exp, float magic)
+{
+    uint32_t u = f32_bits(r);
+    uint32_t normal = (u - ((min_exp - 1) << 23) + 0x7ffffu + ((u >> 20) & 1u)) >> 20;
+    uint32_t tiny = f32_bits(r + magic) - f32_bits(magic);
+    uint32_t code = (u >> 23) >= min_exp ? normal : tiny;
+    return (r != r) ? 0u : code;
+}
+
+static INLINE uint8_t q8_encode(float x, float absmax, int is_unsigned)
+{
+    float r = (x < 0 ? -x : x) / absmax;
+    if (is_unsigned)
+        return (uint8_t)q8_magnitude(r, 97u, 0x1p-10f);
+    return (uint8_t)(q8_magnitude(r, 113u, 0x1p6f) | (x < 0 ? 0x80u : 0u));
+}
+
+/* code_value[byte] * absmax: exponent e and mantissa m of the magnitude; e = 0 subnormal. */
+static INLINE float q8_decode(uint8_t q, float absmax, int is_unsigned)
+{
+    uint32_t k = is_unsigned ? q : (q & 0x7fu), e = k >> 3, m = k & 7u;
+    uint32_t bias_gap = is_unsigned ? 96u : 112u; /* 127 - code bias */
+    float normal = f32_from_bits(((e + bias_gap) << 23) | (m << 20));
+    float tiny = (float)m * (is_unsigned ? 0x1p-33f : 0x1p-17f);
+    float magnitude = e ? normal : tiny;
+    return ((!is_unsigned && (q & 0x80u)) ? -magnitude : magnitude) * absmax;
+}
+
+#endif
