@@ -205,7 +205,9 @@ def flatten_parameters(module: torch.nn.Module) -> FlatParameters:
     views).
 
     Parameters with ``requires_grad=False`` (frozen) are left where they are: no optimizer
-    steps them, and leaving them out keeps the trainable ones adjacent.
+    steps them, and leaving them out keeps the trainable ones adjacent.  The gradient
+    buffer is allocated here, zeroed: the size of the trainable parameters, which
+    backward would allocate anyway.
 
     A second call on the same module returns the same handle while it is intact; after a
     parameter has left its buffer (below) it flattens again.  A call whose parameters are
