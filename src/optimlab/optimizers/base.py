@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 
 from ..kernels import KernelCall
-from . import dispatch, precision
+from . import arena, dispatch, precision
 
 __all__ = [
     "Optimizer", "StateDict", "keep", "next_step", "scalar_dtype", "step_counter", "zeros_like",
@@ -357,6 +357,7 @@ class Optimizer(torch.optim.Optimizer):
                 if counters == "param" and state[key].device != param.device:
                     state[key] = state[key].to(param.device)
             precision.convert(state, param, group, call.slots)
+        arena.pack([self.state[p] for p in group["params"] if self.state.get(p)])
         return fresh
 
     def _stateful(self, group: dict[str, Any]) -> bool:
