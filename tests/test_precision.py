@@ -84,8 +84,9 @@ def _decoded(opt, p):
 # -- the formats themselves ------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("code", "exp_bits", "smallest"), [("signed", 4, 2.0**-17),
-                                                          ("unsigned", 5, 2.0**-33)])
+@pytest.mark.parametrize(
+    ("code", "exp_bits", "smallest"), [("signed", 4, 2.0**-17), ("unsigned", 5, 2.0**-33)]
+)
 def test_code_values_are_the_stated_floats(code, exp_bits, smallest):
     values = storage.code_values(code).double()
     magnitudes = values[:128] if code == "signed" else values

@@ -25,7 +25,10 @@ CASES = [
 def _model(seed=0, dtype=torch.float32):
     torch.manual_seed(seed)
     return torch.nn.Sequential(
-        torch.nn.Linear(64, 96), torch.nn.Tanh(), torch.nn.Linear(96, 96), torch.nn.Tanh(),
+        torch.nn.Linear(64, 96),
+        torch.nn.Tanh(),
+        torch.nn.Linear(96, 96),
+        torch.nn.Tanh(),
         torch.nn.Linear(96, 4),
     ).to(dtype)
 
@@ -118,6 +121,7 @@ def _peak_live_bytes(run) -> int:
 def test_peak_memory_is_lower_by_about_the_gradients():
     """Four 1024x1024 layers: 16 MiB of gradients.  A normal step holds all of them; with
     release at most about one layer's grad exists at a time."""
+
     def model():
         torch.manual_seed(0)
         return torch.nn.Sequential(*[torch.nn.Linear(1024, 1024, bias=False) for _ in range(4)])

@@ -37,6 +37,9 @@ try:
     from .cpu import _optim
 except ImportError:  # a pure-Python install: bind runs in Python (the GPU backend's case)
     _optim = None
+# the count of references to a storage (c10's use_count), from its address; private to torch,
+# so a build without it skips the check it serves (Plan._repointed)
+_use_count = getattr(torch._C, "_storage_Use_Count", None)
 
 __all__ = ["DTYPES", "Plan", "problem", "view"]
 
@@ -281,6 +284,15 @@ class Plan:
         self.table = torch.tensor(rows, dtype=torch.int64).reshape(-1, len(ROW_FIELDS))
         self.address = self.table.data_ptr()
         self.version = state.version
+        # the distinct storages of the state slots, scales and compensations (see _repointed)
+        distinct = {}
+        for meta in self.meta:
+            for key, _, tensor, _ in meta[6]:
+                if key not in call.counters:
+                    held = tensor.untyped_storage()
+                    distinct.setdefault(held._cdata, held)
+        self.storages = list(distinct.values())
+        self.counts: list | None = None
 
     def _row(
         self, owner: Tensor, local: Tensor, state: dict | None, call: KernelCall, fresh: bool
@@ -337,14 +349,33 @@ class Plan:
         )
 
     def bind(self) -> int:
-        """-1 when the table is ready for a step; else the row (or -2: the group) that changed."""
+        """-1 when the table is ready for a step; else the row (or -2: the group, -3: a state
+        storage) that changed."""
         if self.sharded:  # the local shards' grads, set for the step and released after
             for owner, local in zip(self.owners, self.params, strict=True):
                 local.grad = view_like(owner.grad, owner)
         params = self.group["params"]
         if _optim is not None:
-            return _optim.bind(params, self.snapshot, self.meta, self.address)
-        return _bind(params, self.snapshot, self.meta, self.table)
+            changed = _optim.bind(params, self.snapshot, self.meta, self.address)
+        else:
+            changed = _bind(params, self.snapshot, self.meta, self.table)
+        return changed if changed != -1 else self._repointed()
+
+    def _repointed(self) -> int:
+        """-3 when a state tensor was re-pointed in place (``exp_avg.data = ...``), else -1.
+
+        Checking each state tensor's pointer would double bind's cost; instead each storage
+        the state lives in (one per kind, with the arena) is checked for the count of
+        references to it, taken when the plan first bound: a view re-pointed away drops it.
+        (Another view taken by hand raises it: one more plan, no harm.)"""
+        if _use_count is None:
+            return -1
+        if self.counts is None:  # now: the plan this one replaced no longer holds refs
+            self.counts = [(held, _use_count(held._cdata)) for held in self.storages]
+        for held, count in self.counts:
+            if _use_count(held._cdata) != count:
+                return -3
+        return -1
 
     def release(self) -> None:
         """Drop every gradient the step used: ``zero_grad`` must free their memory."""

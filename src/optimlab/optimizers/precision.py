@@ -134,8 +134,10 @@ def convert(state: dict[str, Any], param: Tensor, group: dict[str, Any], slots: 
     conversion is not a training step).  A no-op when it is in it already."""
     fmt = state_format(param, group)
     for key in slots:
-        if key is not None and key in state and stored_format(state, key, param) != _target(
-            fmt, param
+        if (
+            key is not None
+            and key in state
+            and stored_format(state, key, param) != _target(fmt, param)
         ):
             store(state, key, load(state, key, param), fmt, param, group, -1, 0)
     if param_mode(param, group) == "kahan":

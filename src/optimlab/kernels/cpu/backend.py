@@ -27,12 +27,25 @@ Plan = plans.Plan
 KERNELS = {name: i for i, name in enumerate(_optim.KERNELS)}
 FLAGS = {name: 1 << bit for bit, name in enumerate(CALL_FLAGS)}
 
+
 def problem(param: Tensor, state: Mapping[str, Any] | None, call: KernelCall) -> str:
     """Why the CPU kernels cannot step ``param`` ('' when they can)."""
     local = plans.view(param)
     if local is not None and local.device.type != "cpu":
         return f"a parameter is on {local.device}, the kernels are CPU kernels"
     return plans.problem(param, state, call, counter_device=torch.device("cpu"), formats=True)
+
+
+def _floats(plan: Plan, hyper: dict[str, Any]) -> tuple[float, ...]:
+    """The hyperparameters in HYPER_FIELDS order, as floats (kept while the dict is the same
+    and holds no tensor: a tensor lr filled in place is read each step)."""
+    cached = getattr(plan, "floats", None)
+    if cached is not None and cached[0] is hyper:
+        return cached[1]
+    values = tuple(float(hyper.get(name, 0.0)) for name in HYPER_FIELDS)
+    if not any(isinstance(v, Tensor) for v in hyper.values()):
+        plan.floats = (hyper, values)
+    return values
 
 
 def _scalar_address(tensor: Tensor | None, keep: list) -> int:
@@ -50,14 +63,13 @@ def run(plan: Plan, call: KernelCall, grad_scale: Tensor | None, found_inf: Tens
     if not plan.owners:
         return
     keep: list[Tensor] = []
-    hyper = call.hyper
     _optim.step(
         KERNELS[call.name],
         plan.variant,
         torch.get_num_threads(),
         plan.address,
         len(plan.owners),
-        tuple(float(hyper.get(name, 0.0)) for name in HYPER_FIELDS),
+        _floats(plan, call.hyper),
         sum(FLAGS[flag] for flag in call.flags),
         _scalar_address(grad_scale, keep),
         _scalar_address(found_inf, keep),

@@ -72,39 +72,43 @@ static PyObject *py_step(PyObject *self, PyObject *const *args, Py_ssize_t nargs
     return PyLong_FromLongLong(stepped);
 }
 
-/* torch.Tensor's own accessors (configure()), called directly on tensors of the types they
- * were taken from: no attribute lookup per call. */
-static PyObject *fast_types, *d_data_ptr, *d_grad, *d_is_contiguous, *d_dtype, *d_shape;
+/* torch.Tensor's own accessors (configure()), called through their C entry points on tensors
+ * of exactly the types they were taken from (torch.Tensor, nn.Parameter): no attribute
+ * lookup or descriptor dispatch per call.  Any other type takes the generic route. */
+static PyTypeObject *fast_type[2];
+static PyMethodDef *m_data_ptr, *m_is_contiguous;
+static getter g_grad, g_dtype, g_shape;
+static PyObject *no_args; /* () */
 
 static int is_fast(PyObject *obj)
 {
-    if (fast_types == NULL)
-        return 0;
-    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(fast_types); i++) {
-        if ((PyObject *)Py_TYPE(obj) == PyTuple_GET_ITEM(fast_types, i))
-            return 1;
-    }
-    return 0;
+    PyTypeObject *type = Py_TYPE(obj);
+    return type == fast_type[0] || type == fast_type[1];
 }
 
-static PyObject *call_method(PyObject *obj, PyObject *descr, PyObject *name)
+/* Call a method with no arguments through its C function, by its calling convention. */
+static PyObject *call_method(PyObject *obj, PyMethodDef *def, PyObject *name)
 {
-    return is_fast(obj) ? PyObject_Vectorcall(descr, &obj, 1, NULL)
-                        : PyObject_CallMethodNoArgs(obj, name);
+    if (!is_fast(obj))
+        return PyObject_CallMethodNoArgs(obj, name);
+    int flags = def->ml_flags & ~(METH_CLASS | METH_STATIC | METH_COEXIST);
+    if (flags == METH_NOARGS)
+        return def->ml_meth(obj, NULL);
+    if (flags == (METH_VARARGS | METH_KEYWORDS))
+        return ((PyCFunctionWithKeywords)(void (*)(void))def->ml_meth)(obj, no_args, NULL);
+    return PyObject_CallMethodNoArgs(obj, name);
 }
 
-static PyObject *get_attr(PyObject *obj, PyObject *descr, PyObject *name)
+static PyObject *get_attr(PyObject *obj, getter get, PyObject *name)
 {
-    if (is_fast(obj))
-        return Py_TYPE(descr)->tp_descr_get(descr, obj, (PyObject *)Py_TYPE(obj));
-    return PyObject_GetAttr(obj, name);
+    return is_fast(obj) ? get(obj, NULL) : PyObject_GetAttr(obj, name);
 }
 
 /* data_ptr() of a tensor; 0 with an exception set on failure (no tensor has address 0
  * and elements: an empty one may, and its row moves no bytes). */
 static int64_t data_ptr(PyObject *tensor)
 {
-    PyObject *res = call_method(tensor, d_data_ptr, s_data_ptr);
+    PyObject *res = call_method(tensor, m_data_ptr, s_data_ptr);
     if (res == NULL)
         return 0;
     int64_t ptr = PyLong_AsLongLong(res);
@@ -118,18 +122,18 @@ static int grad_fits(PyObject *grad, PyObject *shape, PyObject *dtype, PyObject 
 {
     if (!is_fast(grad))
         return 0;
-    PyObject *a = get_attr(grad, d_dtype, s_dtype);
+    PyObject *a = get_attr(grad, g_dtype, s_dtype);
     int ok = a == dtype;
     Py_XDECREF(a);
     if (!ok)
         return 0;
-    a = get_attr(grad, d_shape, s_shape);
+    a = get_attr(grad, g_shape, s_shape);
     ok = a != NULL && PyObject_RichCompareBool(a, shape, Py_EQ) == 1;
     Py_XDECREF(a);
     if (!ok)
         return 0;
     if (strides == Py_None) {
-        a = call_method(grad, d_is_contiguous, s_is_contiguous);
+        a = call_method(grad, m_is_contiguous, s_is_contiguous);
         ok = a == Py_True;
     } else {
         a = PyObject_CallMethodNoArgs(grad, s_stride);
@@ -139,16 +143,16 @@ static int grad_fits(PyObject *grad, PyObject *shape, PyObject *dtype, PyObject 
     return ok;
 }
 
-/* Whether each (key, value, tensor, column) of `checks` still holds: state[key] is value,
- * and tensor (value, or its local shard) is at table[column]. */
-static int state_fits(PyObject *state, PyObject *checks, const int64_t *cells)
+/* Whether each (key, value, ...) of `checks` still holds: state[key] is value.  (A state
+ * tensor re-pointed in place, with `.data =`, keeps the pointer its row has until the next
+ * plan; the plan holds the old storage, so nothing is written through a dangling pointer.
+ * Reading every state tensor's pointer here would double the cost of bind.) */
+static int state_fits(PyObject *state, PyObject *checks)
 {
     for (Py_ssize_t j = 0; j < PyTuple_GET_SIZE(checks); j++) {
         PyObject *check = PyTuple_GET_ITEM(checks, j);
-        Py_ssize_t column = PyLong_AsSsize_t(PyTuple_GET_ITEM(check, 3));
         if (PyDict_GetItemWithError(state, PyTuple_GET_ITEM(check, 0)) !=
-                PyTuple_GET_ITEM(check, 1) ||
-            data_ptr(PyTuple_GET_ITEM(check, 2)) != cells[column])
+            PyTuple_GET_ITEM(check, 1))
             return 0;
     }
     return 1;
@@ -202,9 +206,9 @@ static PyObject *py_bind(PyObject *self, PyObject *const *args, Py_ssize_t nargs
         PyObject *param = PyTuple_GET_ITEM(m, 1), *state = PyTuple_GET_ITEM(m, 5);
         if ((void *)(intptr_t)data_ptr(param) != row->p)
             goto changed;
-        if (state != Py_None && !state_fits(state, PyTuple_GET_ITEM(m, 6), (const int64_t *)row))
+        if (state != Py_None && !state_fits(state, PyTuple_GET_ITEM(m, 6)))
             goto changed;
-        PyObject *grad = get_attr(param, d_grad, s_grad);
+        PyObject *grad = get_attr(param, g_grad, s_grad);
         if (grad == NULL)
             goto changed;
         row->flags &= ~(int64_t)ROW_ACTIVE;
@@ -229,23 +233,35 @@ static PyObject *py_bind(PyObject *self, PyObject *const *args, Py_ssize_t nargs
 }
 
 /* configure(types, data_ptr, grad, is_contiguous, dtype, shape): torch.Tensor's accessors
- * and the exact types (torch.Tensor, nn.Parameter) that use them unchanged. */
+ * (two method descriptors, three getset descriptors) and the exact types (torch.Tensor,
+ * nn.Parameter) that use them unchanged. */
 static PyObject *py_configure(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)self;
-    if (nargs != 6 || !PyTuple_Check(args[0]) ||
-        !PyObject_TypeCheck(args[2], &PyGetSetDescr_Type) ||
-        !PyObject_TypeCheck(args[4], &PyGetSetDescr_Type) ||
-        !PyObject_TypeCheck(args[5], &PyGetSetDescr_Type)) {
+    if (nargs != 6 || !PyTuple_Check(args[0]) || PyTuple_GET_SIZE(args[0]) > 2 ||
+        !PyObject_TypeCheck(args[1], &PyMethodDescr_Type) ||
+        !PyObject_TypeCheck(args[3], &PyMethodDescr_Type)) {
         PyErr_SetString(PyExc_TypeError,
                         "configure(types, data_ptr, grad, is_contiguous, dtype, shape)");
         return NULL;
     }
-    PyObject **slots[] = {&fast_types, &d_data_ptr, &d_grad, &d_is_contiguous, &d_dtype, &d_shape};
-    for (int i = 0; i < 6; i++) {
-        Py_INCREF(args[i]);
-        Py_XSETREF(*slots[i], args[i]);
+    for (int i = 2; i < 6; i += (i == 2 ? 2 : 1)) {
+        if (!PyObject_TypeCheck(args[i], &PyGetSetDescr_Type)) {
+            PyErr_SetString(PyExc_TypeError, "configure(): grad, dtype, shape are getsets");
+            return NULL;
+        }
     }
+    fast_type[0] = fast_type[1] = NULL;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(args[0]); i++) {
+        PyObject *type = PyTuple_GET_ITEM(args[0], i);
+        Py_INCREF(type);
+        fast_type[i] = (PyTypeObject *)type;
+    }
+    m_data_ptr = ((PyMethodDescrObject *)args[1])->d_method;
+    m_is_contiguous = ((PyMethodDescrObject *)args[3])->d_method;
+    g_grad = ((PyGetSetDescrObject *)args[2])->d_getset->get;
+    g_dtype = ((PyGetSetDescrObject *)args[4])->d_getset->get;
+    g_shape = ((PyGetSetDescrObject *)args[5])->d_getset->get;
     Py_RETURN_NONE;
 }
 
@@ -281,6 +297,7 @@ PyMODINIT_FUNC PyInit__optim(void)
     s_stride = PyUnicode_InternFromString("stride");
     s_dtype = PyUnicode_InternFromString("dtype");
     s_shape = PyUnicode_InternFromString("shape");
+    no_args = PyTuple_New(0);
     optim_init();
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)
