@@ -5,15 +5,19 @@
 once per tensor: it advances each active row's counters (``step += 1`` in the counter's
 own dtype, NAdam's ``mu_product *= mu_t``), unless ``found_inf`` is set, and writes the
 row's scalars (``updates.SCALARS``: bias corrections, NAdam's weights, Adagrad's decayed
-lr) in float64, computed from the advanced counters as ``optim.c`` computes them.
+lr) in float64, computed from the advanced counters as ``optim.c`` computes them, and, when
+the call rounds stochastically, the row's four rounding streams (``storage.stream``).
 
-``step`` (one launch per dtype) runs one program per *chunk*, a ``(row, start)`` pair of
-the chunk table (as torch's ``multi_tensor_apply``): it loads CHUNK elements of the row's
-param, grad and state slots in their storage dtype, unscales the grad (``grad_scale``,
-written back as torch's fused kernels do), calls the optimizer's update in float32
-(float64 for float64 rows), and stores.  A row without a grad, or any row when
-``found_inf`` is nonzero, masks every load and store off: an overflow skips the step on
-the device, with no host sync.
+``step`` (one launch per dtype and storage: the rows' state format and param rounding,
+compile-time constants) runs one program per *chunk*, a ``(row, start)`` pair of the chunk
+table (as torch's ``multi_tensor_apply``): it loads CHUNK elements of the row's param, grad
+and state slots into float32 (float64 for float64 rows) as :mod:`.formats` reads their
+formats, unscales the grad (``grad_scale``, written back as torch's fused kernels do), calls
+the optimizer's update, and stores back in the formats.  Chunks start on multiples of CHUNK,
+and every BLOCK-element iteration holds whole blocks of 8-bit state: a block's absmax is
+computed where it is stored.  A row without a grad, or any row when ``found_inf`` is
+nonzero, masks every load and store off: an overflow skips the step on the device, with no
+host sync.
 """
 
 from __future__ import annotations
@@ -21,8 +25,9 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .. import ROW_FIELDS
+from .. import ROW_FIELDS, storage
 from ..plan import ACTIVE, MU_F64, ROW, STEP_F64
+from . import formats
 from .updates import (
     H_ALPHA,
     H_BETA1,
@@ -41,12 +46,17 @@ NFIELDS = tl.constexpr(len(ROW_FIELDS))
 NK = tl.constexpr(len(SCALARS))
 COL_PARAM, COL_GRAD, COL_NUMEL = (tl.constexpr(ROW[c]) for c in ("param", "grad", "numel"))
 COL_SLOT0, COL_SLOT1, COL_SLOT2 = (tl.constexpr(ROW[f"slot{i}"]) for i in range(3))
+COL_SCALE0, COL_SCALE1, COL_SCALE2 = (tl.constexpr(ROW[f"scale{i}"]) for i in range(3))
 COL_STEP, COL_MU, COL_FLAGS = (tl.constexpr(ROW[c]) for c in ("step", "mu_product", "flags"))
+COL_COMP, COL_KEY = tl.constexpr(ROW["comp"]), tl.constexpr(ROW["key"])
 ROW_ACTIVE, ROW_STEP_F64, ROW_MU_F64 = (tl.constexpr(f) for f in (ACTIVE, STEP_F64, MU_F64))
 
 ROWS = 128  # rows per program of `prepare`
 BLOCK = 1024  # elements per iteration of a `step` program
 CHUNK = 4 * BLOCK  # elements per `step` program: one chunk of the chunk table
+NSTREAMS = 4  # a row's rounding streams: state slots 0-2, then the param (storage.PARAM_SLOT)
+# an iteration holds whole 8-bit blocks, and a tile of them needs a power of two
+assert BLOCK % storage.BLOCK == 0 and (BLOCK & (BLOCK - 1)) == 0 and CHUNK % BLOCK == 0
 
 
 @triton.jit
@@ -60,30 +70,6 @@ def _f64(x):
 def _pointer(at, column, DTYPE: tl.constexpr):
     """The data pointer in ``column`` of the row(s) at ``at``, as a pointer to DTYPE."""
     return tl.load(at + column).to(tl.pointer_type(DTYPE), bitcast=True)
-
-
-@triton.jit
-def _load(ptr, mask, MATH: tl.constexpr):
-    """The elements at ``ptr`` in the math type (bfloat16 widened by its bits: exact)."""
-    if ptr.dtype.element_ty == tl.bfloat16:
-        bits = tl.load(ptr.to(tl.pointer_type(tl.uint16), bitcast=True), mask=mask)
-        return (bits.to(tl.uint32) << 16).to(tl.float32, bitcast=True)
-    else:
-        return tl.load(ptr, mask=mask).to(MATH)
-
-
-@triton.jit
-def _store(ptr, value, mask):
-    """Store ``value`` rounded to the element type at ``ptr``.  bfloat16 rounds to nearest
-    even with NaN kept quiet, as c10::BFloat16 (and the GPU's cvt.rn) do, written out
-    because Triton's interpreter truncates in its cast."""
-    if ptr.dtype.element_ty == tl.bfloat16:
-        bits = value.to(tl.uint32, bitcast=True)
-        bits = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16
-        bits = tl.where(value != value, 0x7FC0, bits)
-        tl.store(ptr.to(tl.pointer_type(tl.uint16), bitcast=True), bits.to(tl.uint16), mask=mask)
-    else:
-        tl.store(ptr, value.to(ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
@@ -105,14 +91,15 @@ def _advance(address, is_f64, live, mu, MULTIPLY: tl.constexpr):
     return tl.where(is_f64, v64, v32.to(tl.float64))
 
 
-@triton.jit
+# the rounding seed and step vary: not compile-time facts (Triton specializes an int == 1)
+@triton.jit(do_not_specialize=["seed", "step_lo", "step_hi"])
 def prepare(
-    table, nrows, scalars, fresh, fresh_now, found_inf, lr_ptr, wd_ptr,
+    table, nrows, scalars, streams, fresh, fresh_now, found_inf, lr_ptr, wd_ptr,
     lr: tl.float64, weight_decay: tl.float64, momentum: tl.float64, dampening: tl.float64,
     alpha: tl.float64, eps: tl.float64, beta1: tl.float64, beta2: tl.float64,
-    lr_decay: tl.float64, momentum_decay: tl.float64,
+    lr_decay: tl.float64, momentum_decay: tl.float64, seed, step_lo, step_hi,
     SCHEDULE: tl.constexpr, COUNTERS: tl.constexpr, FLAGS: tl.constexpr,
-    ROWS: tl.constexpr,
+    STREAMS: tl.constexpr, ROWS: tl.constexpr,
 ):  # fmt: skip
     r = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
     inside = r < nrows
@@ -154,6 +141,14 @@ def prepare(
     for i in tl.static_range(NK):
         tl.store(scalars + r * NK + i, values[i], mask=inside)
 
+    if STREAMS:  # the int32 bit patterns of uint32 values (int32: one signature for all)
+        seed = seed.to(tl.uint32, bitcast=True)
+        step_lo, step_hi = step_lo.to(tl.uint32, bitcast=True), step_hi.to(tl.uint32, bitcast=True)
+        key = tl.load(at + COL_KEY, mask=inside, other=0)
+        for j in tl.static_range(NSTREAMS):
+            value = formats.stream(seed, step_lo, step_hi, key, j)
+            tl.store(streams + r * NSTREAMS + j, value.to(tl.int32, bitcast=True), mask=inside)
+
 
 @triton.jit
 def _row_scalars(at, MATH: tl.constexpr):
@@ -168,37 +163,57 @@ def _row_scalars(at, MATH: tl.constexpr):
 
 
 @triton.jit
-def _block(arrays, offsets, mask, k, fresh, scale, UPDATE: tl.constexpr, FLAGS: tl.constexpr,
-           V: tl.constexpr, MATH: tl.constexpr):  # fmt: skip
-    """One block of a row: load, unscale the grad, update, store."""
+def _block(arrays, extra, seeds, offsets, mask, k, fresh, scale, UPDATE: tl.constexpr,
+           FLAGS: tl.constexpr, V: tl.constexpr, MATH: tl.constexpr, HALF: tl.constexpr,
+           STATE: tl.constexpr, UNSIGNED: tl.constexpr, ROUNDING: tl.constexpr):  # fmt: skip
+    """One iteration over a row's elements at ``offsets``: load, unscale the grad, update,
+    store."""
     param, grad, slot0, slot1, slot2 = arrays
-    p = _load(param + offsets, mask, MATH)
-    g = _load(grad + offsets, mask, MATH)
+    scale0, scale1, scale2, comp = extra
+    p = formats.load_param(param, comp, offsets, mask, MATH, ROUNDING)
+    g = formats.load(grad + offsets, mask, MATH)
     if scale is not None:  # GradScaler: unscale, and keep the unscaled grad
         g = div(g, scale)
-        _store(grad + offsets, g, mask)
+        formats.store(grad + offsets, g, mask)
     s0, s1, s2 = p, p, p  # placeholders for the slots the update does not have
     if V & 1:
-        s0 = _load(slot0 + offsets, mask, MATH)
+        s0 = formats.load_state(slot0, scale0, offsets, mask, MATH, STATE, UNSIGNED & 1)
     if V & 2:
-        s1 = _load(slot1 + offsets, mask, MATH)
+        s1 = formats.load_state(slot1, scale1, offsets, mask, MATH, STATE, UNSIGNED & 2)
     if V & 4:
-        s2 = _load(slot2 + offsets, mask, MATH)
-    p, s0, s1, s2 = UPDATE(p, g, s0, s1, s2, k, fresh, FLAGS, V)
-    _store(param + offsets, p, mask)
+        s2 = formats.load_state(slot2, scale2, offsets, mask, MATH, STATE, UNSIGNED & 4)
+    p, s0, s1, s2 = UPDATE(p, g, s0, s1, s2, k, fresh, FLAGS, V, HALF)
     if V & 1:
-        _store(slot0 + offsets, s0, mask)
+        formats.store_state(slot0, scale0, s0, offsets, mask, seeds[0], STATE, UNSIGNED & 1)
     if V & 2:
-        _store(slot1 + offsets, s1, mask)
+        formats.store_state(slot1, scale1, s1, offsets, mask, seeds[1], STATE, UNSIGNED & 2)
     if V & 4:
-        _store(slot2 + offsets, s2, mask)
+        formats.store_state(slot2, scale2, s2, offsets, mask, seeds[2], STATE, UNSIGNED & 4)
+    formats.store_param(param, comp, p, offsets, mask, seeds[3], ROUNDING)
+
+
+@triton.jit
+def _seeds(streams, row, STATE: tl.constexpr, ROUNDING: tl.constexpr):
+    """The row's rounding streams (uint32) where the row rounds stochastically, else 0."""
+    at = streams + row * NSTREAMS
+    zero = tl.full((), 0, tl.uint32)
+    s0, s1, s2, s3 = zero, zero, zero, zero
+    if STATE == formats.BF16:
+        s0 = tl.load(at + 0).to(tl.uint32, bitcast=True)
+        s1 = tl.load(at + 1).to(tl.uint32, bitcast=True)
+        s2 = tl.load(at + 2).to(tl.uint32, bitcast=True)
+    if ROUNDING == formats.STOCHASTIC:
+        s3 = tl.load(at + 3).to(tl.uint32, bitcast=True)
+    return s0, s1, s2, s3
 
 
 @triton.jit
 def step(
-    table, chunks, scalars, fresh_now, found_inf, grad_scale,
+    table, chunks, scalars, streams, fresh_now, found_inf, grad_scale,
     UPDATE: tl.constexpr, FLAGS: tl.constexpr, V: tl.constexpr, DTYPE: tl.constexpr,
-    MATH: tl.constexpr, ALIGNED: tl.constexpr, CHUNK: tl.constexpr, BLOCK: tl.constexpr,
+    MATH: tl.constexpr, HALF: tl.constexpr, STATE: tl.constexpr, STATE_DTYPE: tl.constexpr,
+    UNSIGNED: tl.constexpr, ROUNDING: tl.constexpr, ALIGNED: tl.constexpr,
+    CHUNK: tl.constexpr, BLOCK: tl.constexpr,
 ):  # fmt: skip
     tl.static_assert(NK == 15)
     chunk = tl.program_id(0)
@@ -211,23 +226,30 @@ def step(
     end = tl.where(live, tl.minimum(tl.load(at + COL_NUMEL), start + CHUNK), start)
     param = _pointer(at, COL_PARAM, DTYPE)
     grad = _pointer(at, COL_GRAD, DTYPE)
-    slot0 = _pointer(at, COL_SLOT0, DTYPE)
-    slot1 = _pointer(at, COL_SLOT1, DTYPE)
-    slot2 = _pointer(at, COL_SLOT2, DTYPE)
+    slot0 = _pointer(at, COL_SLOT0, STATE_DTYPE)
+    slot1 = _pointer(at, COL_SLOT1, STATE_DTYPE)
+    slot2 = _pointer(at, COL_SLOT2, STATE_DTYPE)
+    comp = _pointer(at, COL_COMP, DTYPE)
     start = tl.multiple_of(start, CHUNK)
     if ALIGNED:  # every array starts on 16 bytes: whole blocks load and store as vectors
         param, grad = tl.multiple_of(param, 16), tl.multiple_of(grad, 16)
         slot0, slot1 = tl.multiple_of(slot0, 16), tl.multiple_of(slot1, 16)
-        slot2 = tl.multiple_of(slot2, 16)
+        slot2, comp = tl.multiple_of(slot2, 16), tl.multiple_of(comp, 16)
     arrays = (param, grad, slot0, slot1, slot2)
+    scales = (_pointer(at, COL_SCALE0, tl.float32), _pointer(at, COL_SCALE1, tl.float32),
+              _pointer(at, COL_SCALE2, tl.float32), comp)  # fmt: skip
+    seeds = _seeds(streams, row, STATE, ROUNDING)
     k = _row_scalars(scalars + row * NK, MATH)
     fresh = tl.load(fresh_now + row) != 0
     scale = None
     if grad_scale is not None:
         scale = tl.load(grad_scale).to(MATH)
+    lanes = formats.lanes(BLOCK, STATE)
     whole = start + (end - start) // BLOCK * BLOCK
     for first in tl.range(start, whole, BLOCK):  # whole blocks, unmasked
-        _block(arrays, first + tl.arange(0, BLOCK), None, k, fresh, scale, UPDATE, FLAGS, V, MATH)
+        _block(arrays, scales, seeds, first + lanes, None, k, fresh, scale, UPDATE, FLAGS, V,
+               MATH, HALF, STATE, UNSIGNED, ROUNDING)  # fmt: skip
     for first in tl.range(whole, end, BLOCK):  # the row's last, partial block
-        offsets = first + tl.arange(0, BLOCK)
-        _block(arrays, offsets, offsets < end, k, fresh, scale, UPDATE, FLAGS, V, MATH)
+        offsets = first + lanes
+        _block(arrays, scales, seeds, offsets, offsets < end, k, fresh, scale, UPDATE, FLAGS,
+               V, MATH, HALF, STATE, UNSIGNED, ROUNDING)  # fmt: skip

@@ -7,7 +7,9 @@ math type (float32, or float64 for float64 params; ``V`` says which slots exist,
 slot i), the row's scalars ``k`` (a tuple indexed by the ``K_*`` below, already rounded
 to the math type) and returns the new ``(p, s0, s1, s2)``.  It never knows how a tensor is
 stored: loads, stores and dtypes are the driver's.  ``FLAGS`` (the call's options, bit i:
-``CALL_FLAGS[i]``) and ``V`` are compile-time constants, so unused branches vanish.
+``CALL_FLAGS[i]``), ``V`` and ``HALF`` are compile-time constants, so unused branches
+vanish.  ``HALF`` is updates.h's macro: for float16 params whose state is float16 too, the
+values torch's float16 path rounds to float16 are rounded there (``_h``).
 
 The kernels use only ``triton.language``'s builtins, not its ``@triton.jit`` library
 functions (``tl.zeros``, ``tl.max``, ...): Triton's interpreter cannot call those when
@@ -30,7 +32,7 @@ import triton.language as tl
 
 from .. import CALL_FLAGS, HYPER_FIELDS
 
-__all__ = ["OPTIMIZERS", "SCALARS", "div", "nadam_mu"]
+__all__ = ["LARGER", "OPTIMIZERS", "SCALARS", "div", "nadam_mu"]
 
 
 def _bit(name: str) -> tl.constexpr:
@@ -56,6 +58,16 @@ K_NEG_LR, K_WD, K_MOMENTUM, K_ONE_MINUS_DAMPENING, K_NEG_STEP, K_NEG_STEP_NEXT, 
     K_SQRT_BC2, K_BC2 = (tl.constexpr(i) for i in range(len(SCALARS)))  # fmt: skip
 
 # ---- helpers: torch's elementwise ops with torch's rounding ---------------------------
+
+
+@triton.jit
+def _larger(a, b):
+    return tl.maximum(a, b)
+
+
+# The combine function of a max-reduction: Triton's own where it has one (tl.max's), which
+# the interpreter runs as one NumPy max rather than a Python loop over the elements.
+LARGER = getattr(tl.standard, "_elementwise_max", _larger)
 
 
 @triton.jit
@@ -89,29 +101,40 @@ def _maximum(a, b):
 
 
 @triton.jit
-def _root(x, eps, FLAGS: tl.constexpr):
-    """sqrt(x + eps) (the lecture's form) or sqrt(x) + eps (torch's)."""
-    if EPS_INSIDE & FLAGS:
-        return _sqrt(x + eps)
+def _h(x, HALF: tl.constexpr):
+    """updates.h's HALF(x): x, or for float16 tensors x rounded to float16, where torch's
+    float16 path materializes a float16 tensor (a state after its update, a weight-decayed
+    gradient, a denominator), so that an underflowing second moment gives inf/NaN as there."""
+    if HALF:
+        return x.to(tl.float16).to(tl.float32)
     else:
-        return _sqrt(x) + eps
+        return x
 
 
 @triton.jit
-def _gradient(g, p, k, FLAGS: tl.constexpr):
+def _root(x, eps, FLAGS: tl.constexpr, HALF: tl.constexpr):
+    """sqrt(x + eps) (the lecture's form) or sqrt(x) + eps (torch's)."""
+    if EPS_INSIDE & FLAGS:
+        return _h(_sqrt(_h(x + eps, HALF)), HALF)
+    else:
+        return _h(_sqrt(_h(x, HALF)) + eps, HALF)
+
+
+@triton.jit
+def _gradient(g, p, k, FLAGS: tl.constexpr, HALF: tl.constexpr):
     """The gradient the update follows: negated to maximize, plus L2 weight decay."""
     if MAXIMIZE & FLAGS:
         g = -g
     if ((WD | DECOUPLED) & FLAGS) == WD:
-        g = tl.fma(k[K_WD], p, g)  # dw = dw + wd * w
+        g = _h(tl.fma(k[K_WD], p, g), HALF)  # dw = dw + wd * w
     return g
 
 
 @triton.jit
-def _decay(p, k, FLAGS: tl.constexpr):
+def _decay(p, k, FLAGS: tl.constexpr, HALF: tl.constexpr):
     """Decoupled weight decay (AdamW): w = w * (1 - lr * wd)."""
     if ((WD | DECOUPLED) & FLAGS) == (WD | DECOUPLED):
-        p = p * k[K_DECAY]
+        p = _h(p * k[K_DECAY], HALF)
     return p
 
 
@@ -119,22 +142,23 @@ def _decay(p, k, FLAGS: tl.constexpr):
 
 
 @triton.jit
-def sgd(p, g, s0, s1, s2, k, fresh, FLAGS: tl.constexpr, V: tl.constexpr):
+def sgd(p, g, s0, s1, s2, k, fresh, FLAGS: tl.constexpr, V: tl.constexpr, HALF: tl.constexpr):
     """Slot 0: momentum_buffer (torch form) or velocity (lecture form)."""
-    g = _gradient(g, p, k, FLAGS)
+    g = _gradient(g, p, k, FLAGS, HALF)
     if V & 1:
         mu = k[K_MOMENTUM]
         if LECTURE & FLAGS:
-            s0 = tl.fma(k[K_NEG_LR], g, s0 * mu)  # v = beta * v - lr * dw
-            if NESTEROV & FLAGS:
-                p = tl.fma(k[K_NEG_LR], g, tl.fma(mu, s0, p))  # w = w + beta * v - lr * dw
+            s0 = _h(tl.fma(k[K_NEG_LR], g, _h(s0 * mu, HALF)), HALF)  # v = beta * v - lr * dw
+            if NESTEROV & FLAGS:  # w = w + beta * v - lr * dw
+                p = tl.fma(k[K_NEG_LR], g, _h(tl.fma(mu, s0, p), HALF))
             else:
                 p = p + s0  # w = w + v
         else:
             # b = mu * b + (1 - dampening) * g, and b = g at the buffer's first step
-            s0 = tl.where(fresh, g, tl.fma(k[K_ONE_MINUS_DAMPENING], g, s0 * mu))
-            if NESTEROV & FLAGS:
-                p = tl.fma(k[K_NEG_LR], tl.fma(mu, s0, g), p)  # w = w - lr * (g + mu * b)
+            b = _h(tl.fma(k[K_ONE_MINUS_DAMPENING], g, _h(s0 * mu, HALF)), HALF)
+            s0 = tl.where(fresh, g, b)
+            if NESTEROV & FLAGS:  # w = w - lr * (g + mu * b)
+                p = tl.fma(k[K_NEG_LR], _h(tl.fma(mu, s0, g), HALF), p)
             else:
                 p = tl.fma(k[K_NEG_LR], s0, p)  # w = w - lr * b
     else:
@@ -143,26 +167,29 @@ def sgd(p, g, s0, s1, s2, k, fresh, FLAGS: tl.constexpr, V: tl.constexpr):
 
 
 @triton.jit
-def adagrad(p, g, s0, s1, s2, k, fresh, FLAGS: tl.constexpr, V: tl.constexpr):
+def adagrad(p, g, s0, s1, s2, k, fresh, FLAGS: tl.constexpr, V: tl.constexpr,
+            HALF: tl.constexpr):  # fmt: skip
     """Slot 0: sum."""
-    g = _gradient(g, p, k, FLAGS)
-    s0 = tl.fma(g, g, s0)  # dw_squared += dw * dw
-    p = p + div(k[K_NEG_STEP] * g, _root(s0, k[K_EPS], FLAGS))
+    g = _gradient(g, p, k, FLAGS, HALF)
+    s0 = _h(tl.fma(g, g, s0), HALF)  # dw_squared += dw * dw
+    p = p + div(k[K_NEG_STEP] * g, _root(s0, k[K_EPS], FLAGS, HALF))
     return p, s0, s1, s2
 
 
 @triton.jit
-def rmsprop(p, g, s0, s1, s2, k, fresh, FLAGS: tl.constexpr, V: tl.constexpr):
+def rmsprop(p, g, s0, s1, s2, k, fresh, FLAGS: tl.constexpr, V: tl.constexpr,
+            HALF: tl.constexpr):  # fmt: skip
     """Slots: 0 square_avg, 1 momentum_buffer, 2 grad_avg (centered)."""
-    g = _gradient(g, p, k, FLAGS)
-    s0 = tl.fma(k[K_ONE_MINUS_ALPHA] * g, g, s0 * k[K_ALPHA])  # dr*sq + (1-dr)*dw*dw
+    g = _gradient(g, p, k, FLAGS, HALF)
+    # dr * sq + (1 - dr) * dw * dw
+    s0 = _h(tl.fma(k[K_ONE_MINUS_ALPHA] * g, g, _h(s0 * k[K_ALPHA], HALF)), HALF)
     variance = s0
     if V & 4:
-        s2 = _lerp(s2, g, k[K_ONE_MINUS_ALPHA])
-        variance = tl.fma(-s2, s2, s0)  # E[g^2] - E[g]^2
-    std = _root(variance, k[K_EPS], FLAGS)
+        s2 = _h(_lerp(s2, g, k[K_ONE_MINUS_ALPHA]), HALF)
+        variance = _h(tl.fma(-s2, s2, s0), HALF)  # E[g^2] - E[g]^2
+    std = _root(variance, k[K_EPS], FLAGS, HALF)
     if V & 2:
-        s1 = s1 * k[K_MOMENTUM] + div(g, std)
+        s1 = _h(_h(s1 * k[K_MOMENTUM], HALF) + div(g, std), HALF)
         p = tl.fma(k[K_NEG_LR], s1, p)
     else:
         p = p + div(k[K_NEG_LR] * g, std)
@@ -170,40 +197,36 @@ def rmsprop(p, g, s0, s1, s2, k, fresh, FLAGS: tl.constexpr, V: tl.constexpr):
 
 
 @triton.jit
-def adam(p, g, s0, s1, s2, k, fresh, FLAGS: tl.constexpr, V: tl.constexpr):
+def adam(p, g, s0, s1, s2, k, fresh, FLAGS: tl.constexpr, V: tl.constexpr, HALF: tl.constexpr):
     """Slots: 0 exp_avg, 1 exp_avg_sq, 2 max_exp_avg_sq (amsgrad)."""
-    g = _gradient(g, p, k, FLAGS)
-    p = _decay(p, k, FLAGS)
-    s0 = _lerp(s0, g, k[K_ONE_MINUS_BETA1])  # beta1 * m + (1 - beta1) * dw
-    s1 = tl.fma(k[K_ONE_MINUS_BETA2] * g, g, s1 * k[K_BETA2])  # beta2 * v + (1 - beta2) * dw^2
+    g = _gradient(g, p, k, FLAGS, HALF)
+    p = _decay(p, k, FLAGS, HALF)
+    s0 = _h(_lerp(s0, g, k[K_ONE_MINUS_BETA1]), HALF)  # beta1 * m + (1 - beta1) * dw
+    # beta2 * v + (1 - beta2) * dw^2
+    s1 = _h(tl.fma(k[K_ONE_MINUS_BETA2] * g, g, _h(s1 * k[K_BETA2], HALF)), HALF)
     v = s1
     if V & 4:
         s2 = _maximum(s2, s1)
         v = s2
-    denom = div(_sqrt(v), k[K_SQRT_BC2]) + k[K_EPS]
+    denom = _h(_h(div(_h(_sqrt(v), HALF), k[K_SQRT_BC2]), HALF) + k[K_EPS], HALF)
     p = p + div(k[K_NEG_STEP] * s0, denom)  # w = w - lr * m_hat / (sqrt(v_hat) + eps)
     return p, s0, s1, s2
 
 
 @triton.jit
-def nadam(p, g, s0, s1, s2, k, fresh, FLAGS: tl.constexpr, V: tl.constexpr):
+def nadam(p, g, s0, s1, s2, k, fresh, FLAGS: tl.constexpr, V: tl.constexpr, HALF: tl.constexpr):
     """Slots: 0 exp_avg, 1 exp_avg_sq."""
-    g = _gradient(g, p, k, FLAGS)
-    p = _decay(p, k, FLAGS)
-    s0 = _lerp(s0, g, k[K_ONE_MINUS_BETA1])
-    s1 = tl.fma(k[K_ONE_MINUS_BETA2] * g, g, s1 * k[K_BETA2])
-    denom = _sqrt(div(s1, k[K_BC2])) + k[K_EPS]
-    p = p + div(k[K_NEG_STEP] * g, denom)  # the gradient, weighted by mu_t
+    g = _gradient(g, p, k, FLAGS, HALF)
+    p = _decay(p, k, FLAGS, HALF)
+    s0 = _h(_lerp(s0, g, k[K_ONE_MINUS_BETA1]), HALF)
+    s1 = _h(tl.fma(k[K_ONE_MINUS_BETA2] * g, g, _h(s1 * k[K_BETA2], HALF)), HALF)
+    denom = _h(_h(_sqrt(_h(div(s1, k[K_BC2]), HALF)), HALF) + k[K_EPS], HALF)
+    p = _h(p + div(k[K_NEG_STEP] * g, denom), HALF)  # the gradient, weighted by mu_t
     p = p + div(k[K_NEG_STEP_NEXT] * s0, denom)  # the moment, weighted by mu_{t+1}
     return p, s0, s1, s2
 
 
 # ---- per-row scalars from the counters (float64) --------------------------------------
-
-
-@triton.jit
-def _larger(a, b):
-    return tl.maximum(a, b)
 
 
 @triton.jit
@@ -218,7 +241,7 @@ def _pow(x, y):
     n = tl.where(whole, y, 0.0).to(tl.int64)
     result = tl.full(y.shape, 1.0, tl.float64)
     base = x
-    while tl.reduce(n, 0, _larger) > 0:
+    while tl.reduce(n, 0, LARGER) > 0:
         result = tl.where((n & 1) != 0, result * base, result)
         base = base * base
         n = n >> 1
