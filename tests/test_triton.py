@@ -44,7 +44,7 @@ import torch
 
 import optimlab
 from optim_cases import LECTURE_CASES, TORCH_CASES, case_id, ours
-from optimlab.kernels import KernelCall
+from optimlab.kernels import KernelCall, storage
 from optimlab.kernels import cpu as cpu_kernels
 from optimlab.optimizers import dispatch, precision
 from test_kernels import KERNEL_CASES
@@ -479,7 +479,7 @@ def _assert_bitwise(a, b, what=""):
     assert torch.equal(a.cpu(), b.cpu()), what
 
 
-def _assert_same_storage(opt_a, opt_b, params_a, params_b):
+def _assert_same_storage(opt_a, params_a, opt_b, params_b):
     """Params and every state tensor as stored (codes, absmax, compensation): bitwise."""
     for a, b in zip(params_a, params_b, strict=True):
         _assert_bitwise(a, b, "param")
@@ -530,7 +530,66 @@ def test_formats_match_the_reference_and_the_c_kernels(case, fmt, triton_only):
         with triton_only():  # the C kernels, as optimlab routes CPU tensors
             c_kernels = _train(name, kwargs, c_params, FORMAT_STEPS, **extra)
         assert dispatch.cached_plan(c_kernels, 0, "cpu") is not None
-        _assert_same_storage(fused, c_kernels, params, c_params)
+        _assert_same_storage(fused, params, c_kernels, c_params)
+
+
+def _every_kind_of_block():
+    """17 blocks of 256 (the last one partial, 160): ratios to the block's absmax from 1
+    down past the codes' smallest steps (2**-17 signed; squared, 2**-33 unsigned), exact
+    ties between code values, -0.0, an all-zero, a NaN and an infinite block."""
+    gen = torch.Generator().manual_seed(5)
+    ramp = torch.logspace(0, -12, storage.BLOCK, dtype=torch.float64)
+    values = torch.randn(17, storage.BLOCK, generator=gen, dtype=torch.float64).sign() * ramp
+    values[3] = 0.0
+    values[4, 7] = math.nan
+    values[5, 9] = -math.inf
+    # 1 + 1/16 of 2**-1 lies halfway between two codes' values (mantissa 0 and 1): to even
+    ties = [1.0, 0.53125, -0.59375, 1.5 * 2.0**-17, 2.5 * 2.0**-17, 0.5 * 2.0**-17, -0.0]
+    values[6, : len(ties)] = torch.tensor(ties, dtype=torch.float64)
+    return values.flatten()[: 16 * storage.BLOCK + 160].float()
+
+
+@pytest.mark.parametrize(("name", "key", "code"), [
+    ("SGD", "momentum_buffer", storage.SIGNED),  # the first step stores the gradient
+    ("Adagrad", "sum", storage.UNSIGNED),  # ... its square
+])  # fmt: skip
+def test_8bit_stores_are_storage_quantize(name, key, code):
+    """One 8-bit store of every kind of block against ``storage.quantize`` (the
+    specification), byte for byte: the codes and every block's absmax."""
+    grad = _every_kind_of_block().to(DEVICE)
+    param = torch.zeros_like(grad, requires_grad=True)
+    kwargs = dict(lr=0.0, momentum=0.9) if name == "SGD" else dict(lr=0.0)
+    opt = ours(name, [param], kwargs, state_precision="8bit")
+    param.grad = grad.clone()
+    opt.step()
+    assert _plan(opt) is not None
+    value = grad if code == storage.SIGNED else grad * grad
+    codes = torch.empty(value.shape, dtype=torch.uint8, device=DEVICE)
+    absmax = torch.empty(storage.absmax_shape(value.numel()), device=DEVICE)
+    storage.quantize(value, code, codes, absmax)
+    state = opt.state[param]
+    _assert_bitwise(state[key], codes, "codes")
+    _assert_bitwise(state[precision.absmax_key(key)], absmax, "absmax")
+
+
+def test_rounding_streams_of_every_group_seed_and_step():
+    """Stochastic rounding keyed by a later group, a seed and a step past 2**32 (every half
+    of storage.stream's arguments): SGD has no square root, so it is the reference's, bit
+    for bit, params and bfloat16 state."""
+    runs = []
+    for fused in (None, False):
+        gen = torch.Generator().manual_seed(2)
+        params = [_draw(gen, (n,), torch.bfloat16).requires_grad_() for n in (300, 5, 200)]
+        groups = [{"params": params[:2]}, {"params": params[2:]}]
+        opt = optimlab.SGD(groups, lr=0.1, momentum=0.9, state_precision="bf16",
+                           param_rounding="stochastic", rounding_seed=2**40 + 2**31 + 7,
+                           fused=fused, foreach=False)  # fmt: skip
+        for group in opt.param_groups:
+            group["rounding_step"] = 2**32 + 2**31 + 3
+        _train("SGD", {}, params, 2, opt=opt)
+        runs.append((opt, params))
+    assert all(_plan(runs[0][0], i) is not None for i in (0, 1))
+    _assert_same_storage(*runs[0], *runs[1])
 
 
 FEW_FORMATS = [  # one launch of each storage the kernels compile
@@ -557,7 +616,7 @@ def test_results_do_not_depend_on_the_chunk_size(fmt, monkeypatch):
         assert chunks == sum(-(-p.numel() // chunk) for p in params)
         runs.append((opt, params))
     for opt, params in runs[1:]:
-        _assert_same_storage(opt, runs[0][0], params, runs[0][1])
+        _assert_same_storage(opt, params, *runs[0])
 
 
 @pytest.mark.slow
@@ -581,7 +640,7 @@ def test_resume_with_formats_is_bitwise(fmt):
     again.load_state_dict(saved["opt"])
     _train("Adam", dict(lr=0.01), resumed, 2, start=2, opt=again)
     assert _plan(again) is not None
-    _assert_same_storage(again, whole, resumed, straight)
+    _assert_same_storage(again, resumed, whole, straight)
 
 
 @pytest.mark.parametrize("fmt", FEW_FORMATS[::2], ids=_case_id)
@@ -617,7 +676,7 @@ def test_found_inf_skips_stored_formats(fmt, triton_only):
         c_params = _format_params(dtype)
         with triton_only():
             c_kernels = run(c_params)
-        _assert_same_storage(fused, c_kernels, params, c_params)
+        _assert_same_storage(fused, params, c_kernels, c_params)
     else:
         ref_params = _format_params(dtype)
         reference = run(ref_params, fused=False, foreach=False)

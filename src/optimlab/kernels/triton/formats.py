@@ -31,6 +31,11 @@ __all__ = [
 NATIVE, FP32, BF16, Q8 = (tl.constexpr(STATE_FORMATS[f]) for f in (None, "fp32", "bf16", "8bit"))
 NEAREST, STOCHASTIC, KAHAN = (tl.constexpr(ROUNDINGS[r]) for r in storage.PARAM_ROUNDINGS)
 QBLOCK = tl.constexpr(storage.BLOCK)  # elements per absmax of an 8-bit slot
+# Each code's constants (formats.h's), from its exponent bias (the largest exponent field is
+# 2**0) and 3 mantissa bits: the float32 exponent field of its smallest normal (127 + 1 -
+# bias), its smallest step (2**(1 - bias - 3)), and the float whose last place is that step.
+S_MIN_EXP, S_STEP, S_MAGIC = tl.constexpr(113), tl.constexpr(2.0**-17), tl.constexpr(2.0**6)
+U_MIN_EXP, U_STEP, U_MAGIC = tl.constexpr(97), tl.constexpr(2.0**-33), tl.constexpr(2.0**-10)
 GOLDEN = tl.constexpr(0x9E3779B9)
 MASK32 = tl.constexpr(0xFFFFFFFF)
 
@@ -122,44 +127,48 @@ def lanes(BLOCK: tl.constexpr, STATE: tl.constexpr):
 
 
 @triton.jit
-def _decode(q, absmax, UNSIGNED: tl.constexpr):
-    """``code_value[q] * absmax``: exponent e and mantissa m of the magnitude, e = 0 subnormal."""
-    q = q.to(tl.uint32)
-    k = q if UNSIGNED else q & 0x7F
+def _decoded(k, MIN_EXP: tl.constexpr, STEP: tl.constexpr):
+    """The magnitude of code ``k``: exponent e and mantissa m, e = 0 subnormal."""
     e, m = k >> 3, k & 7
+    normal = (((e + (MIN_EXP - 1)) << 23) | (m << 20)).to(tl.float32, bitcast=True)
+    return tl.where(e != 0, normal, m.to(tl.float32) * STEP)
+
+
+@triton.jit
+def _decode(q, absmax, UNSIGNED: tl.constexpr):
+    """``code_value[q] * absmax``."""
+    q = q.to(tl.uint32)
     if UNSIGNED:
-        normal = (((e + 96) << 23) | (m << 20)).to(tl.float32, bitcast=True)
-        tiny = m.to(tl.float32) * 2.0**-33
+        magnitude = _decoded(q, U_MIN_EXP, U_STEP)
     else:
-        normal = (((e + 112) << 23) | (m << 20)).to(tl.float32, bitcast=True)
-        tiny = m.to(tl.float32) * 2.0**-17
-    magnitude = tl.where(e != 0, normal, tiny)
-    if not UNSIGNED:
+        magnitude = _decoded(q & 0x7F, S_MIN_EXP, S_STEP)
         magnitude = tl.where((q & 0x80) != 0, -magnitude, magnitude)
     return magnitude * absmax
 
 
 @triton.jit
-def _magnitude(r, MIN_EXP: tl.constexpr, MAGIC: tl.constexpr, MAGIC_BITS: tl.constexpr):
+def _magnitude(r, MIN_EXP: tl.constexpr, MAGIC: tl.constexpr):
     """The code of r = |x| / absmax in [0, 1], to nearest even as IEEE rounds: the normal range
-    by rounding the float's bits at mantissa bit 20 after re-biasing the exponent (MIN_EXP:
-    the float exponent of the code's smallest normal), the subnormal range by adding MAGIC, a
-    float whose last place is the code's smallest step.  NaN (a zero or NaN block) gives 0."""
+    by rounding the float's bits at mantissa bit 20 after re-biasing the exponent, the
+    subnormal range by adding MAGIC, the float whose last place is the code's smallest step.
+    NaN (a zero or NaN block) gives 0."""
     u = r.to(tl.uint32, bitcast=True)
     normal = (u - ((MIN_EXP - 1) << 23) + 0x7FFFF + ((u >> 20) & 1)) >> 20
-    tiny = (r + MAGIC).to(tl.uint32, bitcast=True) - MAGIC_BITS
+    magic = tl.full((), MAGIC, tl.float32)
+    tiny = (r + magic).to(tl.uint32, bitcast=True) - magic.to(tl.uint32, bitcast=True)
     code = tl.where((u >> 23) >= MIN_EXP, normal, tiny)
     return tl.where(r != r, 0, code)
 
 
 @triton.jit
 def _encode(x, absmax, UNSIGNED: tl.constexpr):
+    """The byte whose value times ``absmax`` is nearest to ``x``."""
     bits = x.to(tl.uint32, bitcast=True)
     r = tl.fdiv((bits & 0x7FFFFFFF).to(tl.float32, bitcast=True), absmax, ieee_rounding=True)
     if UNSIGNED:
-        code = _magnitude(r, 97, 2.0**-10, 0x3A800000)
+        code = _magnitude(r, U_MIN_EXP, U_MAGIC)
     else:
-        code = _magnitude(r, 113, 64.0, 0x42800000) | tl.where(x < 0, 0x80, 0)
+        code = _magnitude(r, S_MIN_EXP, S_MAGIC) | tl.where(x < 0, 0x80, 0)
     return code.to(tl.uint8)
 
 
