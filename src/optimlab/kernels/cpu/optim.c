@@ -174,25 +174,32 @@ FOR_DTYPES(DEFINE_LOOP, nadam, 3)
  * anything is stored.  Formats apply to float32, bfloat16 and float16 params (storage.py). */
 #define STAGE 256
 
+/* A chunk as the update sees it: float32 arrays, either the row's own memory (float32
+ * tensors, updated in place: no copy) or scratch arrays in L1 (anything stored otherwise). */
 typedef struct {
-    float p[STAGE], g[STAGE], s[3][STAGE];
-} Scratch;
+    float *p, *g, *s[3];
+    float scratch[5][STAGE];
+} Chunk;
 
-typedef void (*StagedUpdate)(const float *k, int64_t flags, Scratch *x, int64_t len);
+typedef void (*StagedUpdate)(const float *k, int64_t flags, Chunk *x, int64_t len);
 
 #define DEFINE_STAGED(OPT, V)                                                               \
-    TARGETS static void staged_##OPT##_##V(const float *k, int64_t flags, Scratch *x,        \
+    TARGETS static void staged_##OPT##_##V(const float *k, int64_t flags, Chunk *x,          \
                                            int64_t len)                                      \
     {                                                                                       \
+        float *restrict p = x->p, *restrict s0 = x->s[0], *restrict s1 = x->s[1];           \
+        float *restrict s2 = x->s[2];                                                       \
+        const float *restrict g = x->g;                                                     \
+        (void)s0, (void)s1, (void)s2;                                                       \
         for (int64_t i = 0; i < len; i++) {                                                 \
             float S[3] = {0.0f, 0.0f, 0.0f};                                                \
-            if ((V) & 1) S[0] = x->s[0][i];                                                 \
-            if ((V) & 2) S[1] = x->s[1][i];                                                 \
-            if ((V) & 4) S[2] = x->s[2][i];                                                 \
-            OPT##_f(k, flags, (V), &x->p[i], x->g[i], S);                                  \
-            if ((V) & 1) x->s[0][i] = S[0];                                                 \
-            if ((V) & 2) x->s[1][i] = S[1];                                                 \
-            if ((V) & 4) x->s[2][i] = S[2];                                                 \
+            if ((V) & 1) S[0] = s0[i];                                                      \
+            if ((V) & 2) S[1] = s1[i];                                                      \
+            if ((V) & 4) S[2] = s2[i];                                                      \
+            OPT##_f(k, flags, (V), &p[i], g[i], S);                                        \
+            if ((V) & 1) s0[i] = S[0];                                                      \
+            if ((V) & 2) s1[i] = S[1];                                                      \
+            if ((V) & 4) s2[i] = S[2];                                                      \
         }                                                                                   \
     }
 
@@ -271,32 +278,33 @@ TARGETS static void store_q8(uint8_t *codes, float *absmax, int is_unsigned, int
         codes[at + i] = q8_encode(in[i], scale, is_unsigned);
 }
 
-static void stage_slot_in(const Row *row, int j, int fmt, int dt, int64_t at, int64_t len,
-                          float *out)
+/* Slot j of the chunk at `at`: the row's own float32 memory, or decoded into scratch. */
+static float *stage_slot_in(Chunk *x, const Row *row, int j, int fmt, int dt, int64_t at,
+                            int64_t len)
 {
-    switch (fmt) {
-    case STATE_Q8:
+    if (fmt == STATE_F32 || (fmt == STATE_NATIVE && dt == DT_F32))
+        return (float *)row->s[j] + at;
+    float *out = x->scratch[2 + j];
+    if (fmt == STATE_Q8)
         load_q8(row->s[j], row->q[j], (int)(row->flags >> (ROW_UNSIGNED_SHIFT + j)) & 1, at,
                 len, out);
-        break;
-    case STATE_F32: load_floats(row->s[j], DT_F32, at, len, out); break;
-    case STATE_BF16: load_floats(row->s[j], DT_BF16, at, len, out); break;
-    default: load_floats(row->s[j], dt, at, len, out);
-    }
+    else
+        load_floats(row->s[j], fmt == STATE_BF16 ? DT_BF16 : dt, at, len, out);
+    return out;
 }
 
-static void stage_slot_out(const Row *row, int j, int fmt, int dt, int64_t at, int64_t len,
-                           const float *in, uint32_t stream)
+static void stage_slot_out(const Chunk *x, const Row *row, int j, int fmt, int dt, int64_t at,
+                           int64_t len, uint32_t stream)
 {
-    switch (fmt) {
-    case STATE_Q8:
+    if (fmt == STATE_F32 || (fmt == STATE_NATIVE && dt == DT_F32))
+        return; /* updated in place */
+    if (fmt == STATE_Q8)
         store_q8(row->s[j], row->q[j], (int)(row->flags >> (ROW_UNSIGNED_SHIFT + j)) & 1, at,
-                 len, in);
-        break;
-    case STATE_F32: store_floats(row->s[j], DT_F32, at, len, in); break;
-    case STATE_BF16: store_bf16_stochastic(row->s[j], at, len, in, stream); break;
-    default: store_floats(row->s[j], dt, at, len, in);
-    }
+                 len, x->s[j]);
+    else if (fmt == STATE_BF16)
+        store_bf16_stochastic(row->s[j], at, len, x->s[j], stream);
+    else
+        store_floats(row->s[j], dt, at, len, x->s[j]);
 }
 
 /* Elements [a, b) of a staged row (a, and b unless it is the row's end, on block bounds). */
@@ -313,29 +321,35 @@ static void run_staged(StagedUpdate update, int variant, const double *dk, int64
     uint32_t streams[4]; /* state slots 0-2, then the param (storage.PARAM_SLOT) */
     for (uint32_t j = 0; j < 4; j++)
         streams[j] = sr_stream(seed, rounding_step, (uint64_t)row->key, j);
-    Scratch x;
+    Chunk x;
     for (int64_t at = a; at < b; at += STAGE) {
         int64_t len = b - at < STAGE ? b - at : STAGE;
-        load_floats(row->p, dt, at, len, x.p);
+        if (dt == DT_F32) { /* float32 params and grads: in place */
+            x.p = (float *)row->p + at;
+            x.g = (float *)row->g + at;
+        } else {
+            x.p = x.scratch[0];
+            x.g = x.scratch[1];
+            load_floats(row->p, dt, at, len, x.p);
+            load_floats(row->g, dt, at, len, x.g);
+        }
         if (rounding == ROUND_KAHAN) {
             const uint16_t *comp = (const uint16_t *)row->c + at;
             for (int64_t i = 0; i < len; i++)
                 x.p[i] = x.p[i] + bf16_load(comp[i]);
         }
-        load_floats(row->g, dt, at, len, x.g);
         if (scale != 0.0f) { /* GradScaler: unscale, and leave the grads unscaled as torch */
             for (int64_t i = 0; i < len; i++)
                 x.g[i] = x.g[i] / scale;
-            store_floats(row->g, dt, at, len, x.g);
+            if (dt != DT_F32)
+                store_floats(row->g, dt, at, len, x.g);
         }
-        for (int j = 0; j < 3; j++) {
-            if (variant & (1 << j))
-                stage_slot_in(row, j, fmt, dt, at, len, x.s[j]);
-        }
+        for (int j = 0; j < 3; j++)
+            x.s[j] = (variant & (1 << j)) ? stage_slot_in(&x, row, j, fmt, dt, at, len) : NULL;
         update(k, flags, &x, len);
         for (int j = 0; j < 3; j++) {
             if (variant & (1 << j))
-                stage_slot_out(row, j, fmt, dt, at, len, x.s[j], streams[j]);
+                stage_slot_out(&x, row, j, fmt, dt, at, len, streams[j]);
         }
         if (rounding == ROUND_STOCHASTIC) {
             store_bf16_stochastic(row->p, at, len, x.p, streams[3]);
@@ -346,7 +360,7 @@ static void run_staged(StagedUpdate update, int variant, const double *dk, int64
                 p[i] = rounded;
                 comp[i] = bf16_store(x.p[i] - bf16_load(rounded));
             }
-        } else {
+        } else if (dt != DT_F32) {
             store_floats(row->p, dt, at, len, x.p);
         }
     }
