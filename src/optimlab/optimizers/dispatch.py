@@ -113,8 +113,10 @@ def check_fused(opt: Any, group: dict[str, Any]) -> None:
     for param in group["params"]:
         route = next((r for r in (CPU, TRITON) if _takes(r, param)), None)
         if route is None:
-            raise RuntimeError(f"{name} cannot run: a parameter is on {param.device}, where "
-                               "optimlab has no fused kernel (foreach=True runs there)")
+            raise RuntimeError(
+                f"{name} cannot run: a parameter is on {param.device}, where "
+                "optimlab has no fused kernel (foreach=True runs there)"
+            )
         backend = _backend(route)
         if backend is None:
             raise RuntimeError(f"{name}: {unavailable(route)}")
@@ -145,8 +147,9 @@ def step_group(
             _missing(opt, route, group, params)
             continue
         if getattr(backend, "PLANNED", False):
-            params = _step_planned(opt, route, backend, index, group, call, params,
-                                   grad_scale, found_inf)
+            params = _step_planned(
+                opt, route, backend, index, group, call, params, grad_scale, found_inf
+            )
         else:
             params = _step_lists(opt, route, backend, group, call, params, grad_scale, found_inf)
     return params
@@ -206,10 +209,12 @@ def _step_planned(
     plan = plans.get((index, backend.NAME))
     if plan is None or not plan.fits(group, call, opt.state) or plan.bind() != -1:
         taken, rest = _partition(opt, route, backend, group, call, params)
-        fresh = opt._prepare_state([p for p in taken if p.grad is not None], group, call,
-                                   backend.COUNTERS)
-        plan = plans[(index, backend.NAME)] = backend.Plan(group, index, taken, opt.state,
-                                                           call, fresh)
+        fresh = opt._prepare_state(
+            [p for p in taken if p.grad is not None], group, call, backend.COUNTERS
+        )
+        plan = plans[(index, backend.NAME)] = backend.Plan(
+            group, index, taken, opt.state, call, fresh
+        )
         plan.rest = rest
         if plan.bind() != -1:
             raise RuntimeError("optimlab: a freshly built kernel plan failed its own check")
@@ -236,11 +241,7 @@ def _step_lists(
     # device; the step returned early for a CPU one) skips them, read on the host
     if not taken or (found_inf is not None and bool(found_inf)):
         return rest
-    if (
-        torch.compiler.is_compiling()
-        and opt._has_state(group)
-        and any(param not in opt.state for param in taken)
-    ):
+    if torch.compiler.is_compiling() and not _prepared(opt, group, call, taken):
         _run_lists_eagerly(opt, backend, group, call, taken, grad_scale)
     else:
         _run_lists(opt, backend, group, call, taken, grad_scale)
@@ -250,15 +251,26 @@ def _step_lists(
 def _run_lists(
     opt: Any, backend: Any, group: dict, call: KernelCall, params: list, grad_scale: Any
 ) -> None:
-    fresh = opt._prepare_state(params, group, call, backend.COUNTERS)
+    # traced, the state is ready (_prepared): preparing it would only check it again
+    compiling = torch.compiler.is_compiling()
+    fresh = set() if compiling else opt._prepare_state(params, group, call, backend.COUNTERS)
     states = [opt.state[p] if opt._has_state(group) else {} for p in params]
     backend.run(call, params, [p.grad for p in params], states, fresh, grad_scale)
 
 
+def _prepared(opt: Any, group: dict, call: KernelCall, params: list) -> bool:
+    """Whether every param's state already holds each slot and counter ``call`` reads."""
+    if not opt._has_state(group):
+        return True
+    keys = [*filter(None, call.slots), *call.counters]
+    return all(p in opt.state and all(k in opt.state[p] for k in keys) for p in params)
+
+
 # Under torch.compile, a step that creates state runs eagerly: dynamo cannot trace the
-# creation (optimizer.state is a defaultdict), and a graph traced around it would serve
-# one step only.  From the next step on the state exists, and the whole step is one graph
-# (torch's optimizers keep state creation out of their graphs too: dynamo runs their
-# _init_group eagerly).  torch._disable_dynamo imports dynamo at the first call, not here:
-# torch.compiler.disable would import it (and triton) with optimlab, ~4 s.
+# creation (optimizer.state is a defaultdict, the state arena reads data pointers), and
+# a graph traced around it would serve one step only.  From the next step on the state
+# exists, and the whole step is one graph (torch's optimizers keep state creation out of
+# their graphs too: dynamo runs their _init_group eagerly).  torch._disable_dynamo imports
+# dynamo at the first call, not here: torch.compiler.disable would import it (and triton)
+# with optimlab, ~4 s.
 _run_lists_eagerly = torch._disable_dynamo(_run_lists)
