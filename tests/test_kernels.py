@@ -648,3 +648,40 @@ def test_pure_python_install_works_and_says_so_once():
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "ok"
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_half_sgd_against_torch(nesterov, dtype):
+    """What the README says of bfloat16/float16 params: the kernels compute in float32 and
+    round to the half type once per tensor torch materializes (bfloat16: once, at the end);
+    torch's for-loop also rounds products inside its ops.  So a part of the elements differ,
+    by a few units in the last place at the scale of the operands (measured: 2, and 4 for
+    float16 Nesterov; more units of the result where the step nearly cancels the weight).  bfloat16 results are within half
+    a unit of the exact step; fused=False matches torch bitwise."""
+    gen = torch.Generator().manual_seed(0)
+    start = torch.randn(20_000, generator=gen).to(dtype)
+    g = torch.randn(20_000, generator=gen).to(dtype)
+    kwargs = dict(lr=0.1, momentum=0.9, nesterov=nesterov)
+    results = {}
+    for label, module in (("ours", optimlab), ("torch", torch.optim)):
+        p = start.clone().requires_grad_()
+        p.grad = g.clone()
+        extra = {} if module is optimlab else {"foreach": False}
+        module.SGD([p], **kwargs, **extra).step()  # a first step: the buffer is g
+        results[label] = p.detach().double()
+    precision = {torch.bfloat16: 8, torch.float16: 11}[dtype]  # significant bits
+
+    def ulp(x):
+        return torch.ldexp(torch.ones_like(x), torch.frexp(x.abs()).exponent - precision)
+
+    lr = float(torch.tensor(0.1, dtype=torch.float32))  # the kernels' float32 lr
+    step = lr * g.double() * (1.9 if nesterov else 1.0)  # lr * (g + 0.9 * buffer)
+    exact = start.double() - step
+    scale = torch.maximum(start.double().abs(), step.abs())
+    differ = results["ours"] != results["torch"]
+    assert 0.02 < differ.double().mean() < 0.35  # the README's range, with margin
+    assert torch.all((results["ours"] - results["torch"]).abs() <= 4 * ulp(scale))
+    if dtype == torch.bfloat16:
+        slack = 4 * 2.0**-24 * scale  # the float32 roundings before the last one
+        assert torch.all((results["ours"] - exact).abs() <= ulp(exact) / 2 + slack)
