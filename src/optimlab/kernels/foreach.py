@@ -124,8 +124,9 @@ def _addcdiv_(
 ) -> None:
     """``targets += scale * numerators / denominators``; ``scale``: one number for all, or a
     list of one per tensor.  While compiling, tensor scales multiply the numerators first:
-    torch's foreach ops take only host numbers as scales (torch passes a stacked tensor
-    of them, which fake-tensor tracing refuses on CPU: "Expected scalars to be on CPU")."""
+    torch's foreach Adam passes them stacked into one tensor, which dynamo's fake-tensor
+    pass refuses for our state ("Expected scalars to be on CPU, got meta"; torch's own
+    state reaches the graph through _init_group, which dynamo wraps differently)."""
     scales = scale if isinstance(scale, list) else [scale]
     if scales and isinstance(scales[0], Tensor) and _compiling():
         torch._foreach_addcdiv_(targets, torch._foreach_mul(numerators, scale), denominators)
