@@ -121,9 +121,10 @@ def test_the_default_plan_compares_what_the_claims_need():
         ("mnist1d_cnn", "2", "momentum/constant", "sgd/constant", "steps"),
         ("mnist1d_cnn", "3", "nesterov/constant", "momentum/constant", "steps"),
         ("digits_mlp", "4", "adagrad/constant", "rmsprop/constant", "decay"),
-        ("charlm", "6b", "adam/warmup_constant", "adam/constant", "final_loss"),
-        ("mnist1d_cnn", "L1", "momentum_lecture/step", "momentum/step", "final_loss"),
-        ("mnist1d_cnn", "L3", "rmsprop_eps_inside/constant", "rmsprop/constant", "final_loss"),
+        ("charlm", "6b", "adam/warmup_constant", "adam/constant", "final_train_loss"),
+        ("mnist1d_cnn", "6a", "momentum/cosine", "momentum/constant", "final_train_loss"),
+        ("mnist1d_cnn", "L1", "momentum_lecture/step", "momentum/step", "final_train_loss"),
+        ("digits_mlp", "L3", "rmsprop_eps_inside/constant", "rmsprop/constant", "final_train_loss"),
     ]:
         assert row in found, row
     ill = next(p for p in study["problems"] if p["name"] == "ill_conditioned")

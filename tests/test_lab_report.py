@@ -101,7 +101,7 @@ def _classifier(at: int, final: float = 0.05, eff=None, update=1.0):
         series = {
             "val_loss": val,
             "val_acc": [(s, 0.9 + 0.0001 * s) for s, _ in val],
-            "train_loss": [(s, 2.0 / (1 + s)) for s in steps],
+            "train_loss": [(s, final + 2.0 / (1 + s)) for s in steps],
             "update": [(s, update) for s in steps],
             "eff_lr": [(s, eff(s) if eff else 1.0) for s in steps],
         }

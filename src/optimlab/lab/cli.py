@@ -9,15 +9,15 @@ run is kept; the same command resumes).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import shlex
 import signal
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, NoReturn
+
+from .preflight import check_paths, extras_problem, make_folders
 
 HELP = "train the lecture's optimizers and schedules on small problems and check its claims"
 
@@ -54,9 +54,6 @@ config file (--config study.toml or .json; command-line options win):
   out = "my-lab"                          # also: db = "...", gif = true
 """
 
-#: module -> the package that provides it; all come with `pip install "optimlab[lab]"`
-EXTRAS = {"matplotlib": "matplotlib", "sklearn": "scikit-learn", "scipy": "scipy",
-          "mnist1d": "mnist1d", "tqdm": "tqdm"}  # fmt: skip
 #: the options that choose a study, which `optimlab lab report` does not take
 STUDY_OPTIONS = ("profile", "problems", "optimizers", "schedules", "seeds", "grid_points",
                  "cross", "config", "dry_run", "list")  # fmt: skip
@@ -174,69 +171,9 @@ def _fail(message: str) -> int:
     return 2
 
 
-def missing_extras() -> list[str]:
-    """The lab's dependencies that are not installed (by their package names)."""
-    missing = []
-    for module, package in EXTRAS.items():
-        try:
-            found = importlib.util.find_spec(module) is not None
-        except (ImportError, ValueError):
-            found = False
-        if not found:
-            missing.append(package)
-    return missing
-
-
-def _extras_problem() -> str | None:
-    missing = missing_extras()
-    if not missing:
-        return None
-    return (
-        f"optimlab lab needs {', '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} "
-        'not installed; install the lab\'s dependencies with: pip install "optimlab[lab]"'
-    )
-
-
 def _paths(out: Any, db: Any) -> tuple[Path, Path]:
     out_dir = Path(out or "optimlab-lab")
     return out_dir, Path(db) if db else out_dir / "lab.sqlite"
-
-
-def _check_paths(out: Path, db: Path | None = None) -> str | None:
-    """None if the report can be written in ``out`` and the database at ``db``, else why.
-
-    Nothing is made here (a bad path creates nothing); :func:`_make_folders` makes them.
-    """
-    if db is not None and db.is_dir():
-        return f"--db {db} is a directory, not a database file"
-    if db is not None and db.exists() and not os.access(db, os.R_OK | os.W_OK):
-        return f"cannot write to database {db}: permission denied"
-    for folder, what in _folders(out, db):
-        existing = folder
-        while not existing.exists() and existing != existing.parent:
-            existing = existing.parent
-        if not existing.is_dir():
-            if existing == folder:
-                return f"{what} {folder} is a file, not a directory"
-            return f"cannot make {what} {folder}: {existing} is a file"
-        if not os.access(existing, os.W_OK | os.X_OK):
-            return f"cannot write to {what} {folder}: permission denied"
-    return None
-
-
-def _folders(out: Path, db: Path | None) -> list[tuple[Path, str]]:
-    return [(out, "output directory")] + ([(db.parent, "database folder")] if db else [])
-
-
-def _make_folders(out: Path, db: Path | None = None) -> str | None:
-    for folder, what in _folders(out, db):
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryFile(dir=folder):
-                pass
-        except OSError as error:
-            return f"cannot write to {what} {folder}: {error.strerror or error}"
-    return None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -268,21 +205,21 @@ def run(args: argparse.Namespace) -> int:
             raise config.ConfigError(f"--threads must be from 1 to {cpus}, got {args.threads}")
     except config.ConfigError as error:
         return _fail(str(error))
-    problem = _extras_problem()
+    problem = extras_problem()
     if problem:
         return _fail(problem)
     out, db = _paths(pick("out"), pick("db"))
     plan = build_plan(selection)
     if args.dry_run:
         return _dry_run(plan, out, db, args.threads)
-    problem = _check_paths(out, db)
+    problem = check_paths(out, db)
     if problem:
         return _fail(problem)
     from .store import Store, StoreError, inspect
 
     try:
         inspect(db)  # a foreign or damaged file is refused before anything is made
-        problem = _make_folders(out, db)
+        problem = make_folders(out, db)
         if problem:
             return _fail(problem)
         store = Store.open(db)
@@ -388,7 +325,7 @@ def _report(out: Any, db: Any, gif: bool) -> int:
         return _fail(f"--db {db_path} is a directory, not a database file")
     if not db_path.exists():
         return _fail(f"no lab database at {db_path} (run `optimlab lab` first)")
-    problem = _extras_problem() or _check_paths(out_dir)
+    problem = extras_problem() or check_paths(out_dir)
     if problem:
         return _fail(problem)
     from .report import ReportError, write_report
@@ -399,7 +336,7 @@ def _report(out: Any, db: Any, gif: bool) -> int:
         with Store.open(db_path, create=False) as store:
             if store.latest_study() is None:
                 raise ReportError(f"{db_path} holds no study yet; run `optimlab lab` first")
-            problem = _make_folders(out_dir)
+            problem = make_folders(out_dir)
             if problem:
                 return _fail(problem)
             path = write_report(store, out_dir, gif=gif)

@@ -45,6 +45,15 @@ def _final_loss(store: Store, group: Group, row: RunRow) -> float:
     return float(store.series(row.key, "val_loss")[1][0])
 
 
+def _final_train_loss(store: Store, group: Group, row: RunRow) -> float:
+    """The mean mini-batch loss over the last 10 % of the steps; a diverged run counts as its
+    first loss (no progress)."""
+    if not row.diverged and row.final_train_loss is not None:
+        if math.isfinite(row.final_train_loss):
+            return row.final_train_loss
+    return float(store.series(row.key, "train_loss")[1][0])
+
+
 def decay_ratio(store: Store, row: RunRow) -> float | None:
     """The per-weight step multiplier at the end of the run over its value at 10 % of it."""
     s, v = store.series(row.key, "eff_lr")
@@ -65,6 +74,7 @@ METRICS: dict[str, Metric] = {
     for m in (
         Metric("steps", "steps to target", "steps", _steps),
         Metric("final_loss", "final validation loss", "", _final_loss),
+        Metric("final_train_loss", "final training loss", "", _final_train_loss),
         Metric("decay", "log10(multiplier at the end / at 10 % of the run)", "", _decay),
     )
 }

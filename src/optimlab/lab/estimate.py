@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from . import problems, train
+from . import train
 from .plan import count_runs
 
 __all__ = ["Cost", "calibrate", "study_seconds"]
@@ -43,11 +43,12 @@ def calibrate(plan: Mapping[str, Any], threads: int = 1) -> dict[str, Cost]:
     costs = {}
     for p in plan["problems"]:
         group = p["groups"][0]
-        # loading the data set happens once per study, not once per run: do it untimed
-        problems.get(p["name"]).make(0, group["config"]["settings"])
         config = dict(group["config"])
-        config["steps"] = min(int(config["steps"]), CALIBRATION_STEPS)
         lr = group["grid"][len(group["grid"]) // 2] if group["grid"] else 1e-3
+        # loading the data set and the kernels happens once per study, not once per run:
+        # a few steps untimed first
+        train.train(train.run_config({**config, "steps": 3}, lr, 0))
+        config["steps"] = min(int(config["steps"]), CALIBRATION_STEPS)
         result = train.train(train.run_config(config, lr, 0))
         costs[p["name"]] = Cost(result.setup_s, result.step_ms, result.eval_ms)
     return costs

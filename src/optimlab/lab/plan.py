@@ -135,15 +135,17 @@ def _comparisons(plan_problems: list[dict[str, Any]]) -> None:
                                    tuple(f"warmup_{s}" for s in catalog.DECAYING))):  # fmt: skip
                 for s in decaying:  # (on an exact 2-D function only the lecture forms decay)
                     if {f"{o}/{s}", f"{o}/{base}"} <= names and not exact_2d:
-                        add(name, "6a", f"{o}/{s}", f"{o}/{base}", "final_loss")
+                        add(name, "6a", f"{o}/{s}", f"{o}/{base}", "final_train_loss")
             if name == "charlm":
                 for s in ("constant", *catalog.DECAYING):
                     if {f"{o}/warmup_{s}", f"{o}/{s}"} <= names:
-                        add(name, "6b", f"{o}/warmup_{s}", f"{o}/{s}", "final_loss")
+                        add(name, "6b", f"{o}/warmup_{s}", f"{o}/{s}", "final_train_loss")
         for form, (source, section) in FORM_SOURCE.items():
             schedule = source.split("/")[1]
             if f"{form}/{schedule}" in names and not problems.get(name).is_2d:
-                add(name, section, f"{form}/{schedule}", source, "final_loss", sequential=False)
+                # ε's placement is compared on the cheap digits MLP, seeds added as needed
+                add(name, section, f"{form}/{schedule}", source, "final_train_loss",
+                    sequential=section == "L3")  # fmt: skip
 
 
 def build_plan(sel: Selection) -> dict[str, Any]:

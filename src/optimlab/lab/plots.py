@@ -144,7 +144,7 @@ def loss_curves(store: Store, problem: str, groups: Sequence[Group]) -> bytes | 
         panels.insert(0, ("train_loss", "training loss (mini-batches)"))
     if p.has_accuracy:
         panels.append(("val_acc", "validation accuracy (%)"))
-    fig, axes = new_figure(3.6 * len(panels) + 2.2, 3.0, len(panels))
+    fig, axes = new_figure(max(8.0, 3.6 * len(panels) + 2.4), 3.0, len(panels))
     band = len(groups) <= MAX_BANDS
     steps = max(g.steps for g in groups)
     for ax, (metric, ylabel) in zip(axes, panels, strict=True):
@@ -163,8 +163,8 @@ def loss_curves(store: Store, problem: str, groups: Sequence[Group]) -> bytes | 
 
 
 def schedule_curves(study: Study, store: Store, problem: str) -> bytes | None:
-    """Validation loss per schedule for each optimizer run with several: the whole run, and
-    its last 40 % on a linear axis, with each schedule's seed range at the end."""
+    """Training loss per schedule for each optimizer run with several (what claim 6 compares):
+    the whole run, and its last 40 % on a linear axis, with each schedule's seed range."""
     by_optimizer: dict[str, list[Group]] = {}
     for g in study.of(problem):
         if g.tuned and g.runs:
@@ -179,10 +179,11 @@ def schedule_curves(study: Study, store: Store, problem: str) -> bytes | None:
         for ax, zoom in zip(row, (False, True), strict=True):
             for k, g in enumerate(groups):
                 label = f"{catalog.SCHEDULES[g.schedule].label} (lr {g.best_lr:g})"
-                plot_group(ax, store, g, "val_loss", label, SCHEDULE_COLORS[g.schedule],
-                           shift_of(problem), p.loss_scale, band=False,
+                plot_group(ax, store, g, "train_loss", label, SCHEDULE_COLORS[g.schedule],
+                           0.0, p.loss_scale, band=False,
                            end_bar=g.steps * (1.01 + 0.012 * k))  # fmt: skip
-            finish(ax, "step", loss_label(problem), log=not zoom)
+            unit = f" ({p.loss_unit})" if p.loss_unit else ""
+            finish(ax, "step", f"training loss{unit}", log=not zoom)
             name = catalog.OPTIMIZERS[optimizer].label
             ax.set_title(f"{name}: last 40 % of the run" if zoom else name, fontsize=9)
             if zoom:

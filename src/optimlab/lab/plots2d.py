@@ -94,6 +94,8 @@ def claim1(study: Study, store: Store, problem: str = "ill_conditioned") -> byte
         (lambda: "each at its tuned lr", sgd, momentum),
     ]
     panels = [(t(), a, b) for t, a, b in panels if b is not None and _path(store, b) is not None]
+    if same is not None and abs(momentum.best_lr / sgd.best_lr - 1) < 0.2:
+        panels = panels[1:]  # the tuned lrs are (nearly) the same: the last panel shows it
     fig, axes = new_figure(3.5 * len(panels) + 1.6, 2.9, len(panels), sharey=True)
     steps = 80
     for ax, (title, a, b) in zip(axes, panels, strict=True):
@@ -129,7 +131,7 @@ def form_velocity(study: Study, store: Store, problem: str) -> bytes | None:
     d = decay_step(torch_form.steps)
     p = problems.get(problem)
     for g, traj in ((torch_form, a), (lecture, b)):
-        w = torch.from_numpy(traj[:, 0, :])
+        w = torch.tensor(traj[:, 0, :])
         gap = p.value(w).numpy() - (p.optimum or 0.0)
         steps = np.linalg.norm(np.diff(traj[:, 0, :], axis=0), axis=1)
         axes[0].plot(gap, ls=style(g.optimizer), color=_form_color(g), lw=1.3, label=g.label)
@@ -239,8 +241,8 @@ def form_eps(study: Study, store: Store, problem: str) -> bytes | None:
     x = 0
     ticks, names = [], []
     for a, b in pairs:
-        va = [r.final_val_loss * p.loss_scale for r in a.runs if not r.diverged]
-        vb = [r.final_val_loss * p.loss_scale for r in b.runs if not r.diverged]
+        va = [r.final_train_loss * p.loss_scale for r in a.runs if not r.diverged]
+        vb = [r.final_train_loss * p.loss_scale for r in b.runs if not r.diverged]
         for ya, yb in zip(va, vb, strict=False):
             axes[1].plot([x, x + 1], [ya, yb], "-o", color=color(a.optimizer), ms=3, lw=0.8)
         ticks += [x, x + 1]
@@ -248,7 +250,7 @@ def form_eps(study: Study, store: Store, problem: str) -> bytes | None:
         x += 3
     axes[1].set_xticks(ticks, names, fontsize=8)
     axes[1].set_xlim(-0.6, x - 1.4)
-    axes[1].set_ylabel(loss_label(problem, final=True), fontsize=9)
+    axes[1].set_ylabel("final training loss", fontsize=9)
     axes[1].tick_params(labelsize=8)
     axes[1].grid(alpha=0.3)
     axes[1].set_title(f"{p.title}: one line per seed", fontsize=9)

@@ -94,9 +94,13 @@ PROFILES: dict[str, Profile] = {
                 "quadratic_deep": (SWEEP, ("momentum", "adam")),
                 "digits_mlp": (SWEEP, ("momentum", "adam")),
                 "mnist1d_cnn": (SWEEP, ("momentum",)),
-                "charlm": (("cosine", "warmup_constant", "warmup_cosine"), ("adam",)),
+                "charlm": (("cosine", "warmup_constant"), ("adam",)),
             },
-            forms={"ill_conditioned": ALL_FORMS[:2], "mnist1d_cnn": ALL_FORMS},
+            forms={
+                "ill_conditioned": ALL_FORMS[:2],
+                "digits_mlp": ALL_FORMS[2:],
+                "mnist1d_cnn": ALL_FORMS[:2],
+            },
         ),
         Profile(
             "full",
@@ -116,7 +120,11 @@ PROFILES: dict[str, Profile] = {
                 "mnist1d_cnn": (SWEEP + ("warmup_cosine",), ("momentum", "adam")),
                 "charlm": (("cosine", "warmup_constant", "warmup_cosine"), ("adam",)),
             },
-            forms={"ill_conditioned": ALL_FORMS[:2], "mnist1d_cnn": ALL_FORMS},
+            forms={
+                "ill_conditioned": ALL_FORMS[:2],
+                "digits_mlp": ALL_FORMS[2:],
+                "mnist1d_cnn": ALL_FORMS,
+            },
             settings={"mnist1d_cnn": {"batch_size": 100}},
         ),
     )

@@ -32,7 +32,7 @@ def _verdict(c: Claim) -> str:
 def claims_table(checked: list[Claim]) -> str:
     rows = []
     for c in checked:
-        result = e(c.numbers[0]) if c.numbers else ""
+        result = e(c.summary or (c.numbers[0] if c.numbers else ""))
         why = f"<br><span class=note>{e(c.why)}</span>" if c.why else ""
         rows.append(
             f"<tr><td><a href='#claim-{e(c.number)}'>{e(c.number)}</a></td><td>{e(c.statement)}"
@@ -62,24 +62,27 @@ def claim_section(c: Claim, figure: Figure, title: str = "Claim") -> str:
 
 
 def profile_times(study: Study, store: Store) -> tuple[dict[str, dict[str, float]], list[str]]:
-    """problem -> optimizer -> median steps to target over seeds (inf: not reached by half),
-    over the problems where every one of the study's optimizers ran with a constant lr."""
-    optimizers = [o for o in catalog.OPTIMIZERS if o not in catalog.FORMS]
+    """problem -> optimizer -> median steps to target over seeds (inf: not reached by half).
+
+    The optimizers: those run with a constant tuned lr on at least half of the problems; the
+    problems: those where every one of them ran (a profile compares like with like).
+    """
     tuned = {
         p: {g.optimizer: g for g in study.of(p) if g.tuned and g.schedule == "constant" and g.runs}
         for p in study.problems()
     }
-    everywhere = [o for o in optimizers if all(o in groups for groups in tuned.values())]
-    present = [p for p, groups in tuned.items() if groups]
-    if not everywhere:  # not every problem runs every optimizer: use those that do
-        common = set.intersection(*(set(tuned[p]) for p in present)) if present else set()
-        everywhere = [o for o in optimizers if o in common]
-    times = {}
-    for p, groups in tuned.items():
-        if not all(o in groups for o in everywhere) or not everywhere:
-            continue
-        times[p] = {o: _median_steps(store, groups[o]) for o in everywhere}
-    return times, everywhere
+    tuned = {p: groups for p, groups in tuned.items() if groups}
+    common = [
+        o
+        for o in catalog.OPTIMIZERS
+        if o not in catalog.FORMS and 2 * sum(o in g for g in tuned.values()) >= len(tuned)
+    ]
+    times = {
+        p: {o: _median_steps(store, groups[o]) for o in common}
+        for p, groups in tuned.items()
+        if all(o in groups for o in common)
+    }
+    return times, common
 
 
 def _median_steps(store: Store, g: Group) -> float:
@@ -115,14 +118,14 @@ def profile_section(study: Study, store: Store, figure: Figure) -> str:
         "at all. Higher and further left is better."
     )
     note = (
-        f" Left out, because not every optimizer ran there: {', '.join(skipped)}."
+        f" Left out, because not all of these optimizers ran there: {', '.join(skipped)}."
         if skipped
         else ""
     )
     return (
         "<h2 id=summary>Across problems: a performance profile</h2>"
-        f"<p>One picture for all {len(times)} problems on which every optimizer ran with a "
-        "constant tuned lr (Dolan &amp; Moré 2002, the summary AlgoPerf uses): each "
+        f"<p>One picture for the {len(times)} problems on which all of these optimizers ran with "
+        "a constant tuned lr (Dolan &amp; Moré 2002, the summary AlgoPerf uses): each "
         "optimizer's steps to the problem's target (the median over seeds; not reached counts "
         f"as never) divided by the fastest optimizer's on that problem.{note}</p>"
         + figure("perf_profile", caption)
@@ -148,9 +151,12 @@ def _steps_cell(store: Store, g: Group) -> str:
 
 def _lr_cells(g: Group) -> tuple[str, str]:
     if g.lr_from:
-        source = g.lr_from["group"].split("/")[0]
+        optimizer, schedule = g.lr_from["group"].split("/")
+        source = catalog.OPTIMIZERS[optimizer].label
+        if schedule != "constant":
+            source += f", {catalog.SCHEDULES[schedule].label}"
         scale = g.lr_from["scale"]
-        how = f"{catalog.OPTIMIZERS[source].label}'s" + (f" × {scale:g}" if scale != 1 else "")
+        how = f"the tuned lr of {source}" + (f" × {scale:g}" if scale != 1 else "")
         return f"not tuned: {how}", "–" if g.best_lr is None else f"{g.best_lr:g}"
     grid = g.tuning.grid if g.tuning else g.grid
     widened = len(grid) - len(g.grid)
@@ -240,8 +246,9 @@ def problem_section(study: Study, store: Store, name: str, figure: Figure, gif: 
         best_result(groups),
         problem_table(store, groups),
         figure(f"loss:{name}", loss_caption),
-        figure(f"schedules:{name}", "Validation loss for each schedule at its tuned peak lr; "
-               "right: the end of the run, with each schedule's seed range as a bar."),
+        figure(f"schedules:{name}", "Training loss for each schedule at its tuned peak lr (the "
+               "mean over seeds); right: the last 40 % of the run, with each schedule's seed range "
+               "as a bar right of the last step."),
         figure(f"lr:{name}", "The final loss of each lr of the grid (seed 0; × = diverged; "
                "the circle is the lr the tuning chose). A flat bottom means the choice is safe; "
                "a winner at the end of the grid would mean a better lr may lie beyond."),

@@ -28,6 +28,8 @@ class Claim:
     #: the figure the report draws ("kind:problem", see report.figures) and what it shows
     figure: str | None = None
     caption: str = ""
+    #: the claims table's one line (default: the first of ``numbers``)
+    summary: str = ""
 
 
 def missing(claim: Claim, what: str) -> Claim:
@@ -69,13 +71,15 @@ def unit_scale(problem: str) -> tuple[float, str]:
 def fmt_value(value: float, metric: str, problem: str, digits: int = 3) -> str:
     if metric == "steps":
         return f"{value:.0f} steps"
-    if metric == "final_loss":
+    if metric in ("final_loss", "final_train_loss"):
         scale, unit = unit_scale(problem)
         return f"{value * scale:.{digits}g}{' ' + unit if unit else ''}"
-    return f"{value:+.2f}"
+    return f"{value:+.2f}".replace("-", "−")
 
 
 def _signed(value: float, metric: str, problem: str) -> str:
+    if metric == "decay":
+        return f"{value:+.2f}".replace("-", "−")
     text = fmt_value(abs(value), metric, problem)
     return ("−" if value < 0 else "+") + text
 
@@ -154,23 +158,23 @@ def comparison_rule(metric: str, confidence: float, looks: Sequence[int]) -> str
 
 
 def combine(verdicts: Sequence[str]) -> tuple[str, str]:
-    """A claim made of several comparisons: held if more than half held and none was not held,
-    not held if the reverse, undecided otherwise; with a summary line."""
+    """A claim made of several comparisons: held if more than half of them held, not held if
+    more than half were not held, undecided otherwise; with a summary line."""
     held, not_held = verdicts.count(HELD), verdicts.count(NOT_HELD)
     summary = (
-        f"{held} of {plural(len(verdicts), 'comparison')} held, {not_held} not held, "
-        f"{len(verdicts) - held - not_held} undecided"
+        f"held in {held} of {plural(len(verdicts), 'comparison')}, not held in {not_held}, "
+        f"undecided in {len(verdicts) - held - not_held}"
     )
-    if 2 * held > len(verdicts) and not not_held:
+    if 2 * held > len(verdicts):
         return HELD, summary
-    if 2 * not_held > len(verdicts) and not held:
+    if 2 * not_held > len(verdicts):
         return NOT_HELD, summary
     return UNDECIDED, summary
 
 
 COMBINE_RULE = (
-    "the claim held if more than half of its comparisons held and none was not held, was not "
-    "held if the reverse, otherwise undecided"
+    "the claim held if more than half of its comparisons held, was not held if more than half "
+    "were not held, otherwise undecided (the list shows which held)"
 )
 
 

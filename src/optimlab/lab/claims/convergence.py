@@ -96,12 +96,12 @@ def claim_oscillation(study: Study, store: Store) -> Claim:
     if claim.verdict == HELD and (not across or min(across) < ZIGZAG):
         claim.verdict, claim.why = UNDECIDED, "momentum was faster, but tuned SGD did not zig-zag"
     claim.caption = (
-        "The ill-conditioned quadratic f = (x² + 50 y²)/2 from (−4, 1.5), seed 0. Left: both "
-        "at SGD's tuned lr — momentum's steps are then about 10× larger (torch's buffer adds up "
-        "the gradients, 1/(1 − 0.9) = 10), so it swings across the valley in wide arcs. Middle: "
-        "momentum at one tenth of that lr, the same long-run step as SGD — the lecture's "
-        "picture: SGD zig-zags across the steep y direction and creeps along x, momentum follows "
-        "the valley. Right: each at its own tuned lr, as in the comparison."
+        "The ill-conditioned quadratic f = (x² + 50 y²)/2 from (−4, 1.5), seed 0; each panel's "
+        "title gives the learning rates. At the same lr, momentum's steps are about 10× larger "
+        "(torch's buffer adds up the gradients: 1/(1 − 0.9) = 10), so it swings across the "
+        "valley in wide arcs. At one tenth of SGD's lr — the same long-run step — the picture "
+        "is the lecture's: SGD zig-zags across the steep y direction and creeps along x, "
+        "momentum follows the valley to the minimum."
     )
     return claim
 

@@ -163,7 +163,7 @@ def form_eps(study: Study, store: Store) -> Claim:
     claim.figure = f"form_eps:{found[0].problem}"
     claim.experiment = (
         f"{get(found[0].problem).title}: Adagrad and RMSProp at torch's tuned lr, with ε outside "
-        "(torch) and inside (the lecture) the root, paired seeds: the final validation loss"
+        "(torch) and inside (the lecture) the root, paired seeds: the final training loss"
     )
     outside = inside = 0
     for c in found:
@@ -190,8 +190,8 @@ def form_eps(study: Study, store: Store) -> Claim:
     claim.caption = (
         "Left: the step multiplier 1/(√s + ε) and 1/√(s + ε) against the gradients' scale √s, "
         "from the formulas, for each optimizer's ε: they part only where √s approaches √ε. "
-        "Right: the final validation loss of each seed with both forms (lines join a seed's "
-        "two runs)."
+        "Right: the final training loss of each seed with both forms (lines join a seed's two "
+        "runs)."
     )
     return claim
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from .. import catalog
 from ..analysis import Study
 from ..compare import Comparison
 from ..problems import get
 from ..store import Store
 from .common import (
     COMBINE_RULE,
-    UNDECIDED,
+    HELD,
     Claim,
     combine,
     comparison_rule,
@@ -20,20 +21,28 @@ from .common import (
 
 
 def _many(claim: Claim, found: list[Comparison], study: Study, store: Store) -> Claim:
-    """Decide each comparison; the claim's verdict combines them (common.combine)."""
+    """Decide each comparison; the claim's verdict combines them (common.combine), and the
+    summary counts the held ones per schedule."""
     verdicts = []
+    by_schedule: dict[str, list[str]] = {}
     for c in found:
         one = Claim(claim.number, "", "")
         decide(one, c, store)
         verdicts.append(one.verdict)
+        name = catalog.SCHEDULES[c.a.schedule.removeprefix("warmup_")].label
+        by_schedule.setdefault(name, []).append(one.verdict)
         note = f" — {one.verdict}" + (f": {one.why}" if one.why else "")
         claim.numbers.append(f"{get(c.problem).title}: {one.numbers[0]}{note}")
-    claim.verdict, summary = combine(verdicts)
-    if claim.verdict == UNDECIDED:
-        claim.why = summary
+    claim.verdict, claim.summary = combine(verdicts)
+    if len(by_schedule) > 1:
+        claim.summary += (
+            " (held: "
+            + ", ".join(f"{name} {v.count(HELD)} of {len(v)}" for name, v in by_schedule.items())
+            + ")"
+        )
     looks = max((c.looks for c in found), key=len)
     claim.rule = (
-        f"each comparison: {comparison_rule('final_loss', study.confidence, looks)} "
+        f"each comparison: {comparison_rule('final_train_loss', study.confidence, looks)} "
         "(the transformer: fewer looks, its runs are costly); " + COMBINE_RULE
     )
     return claim
@@ -52,8 +61,9 @@ def claim_schedules(study: Study, store: Store) -> Claim:
     problems = list(dict.fromkeys(c.problem for c in found))
     claim.experiment = (
         f"{plural(len(found), 'comparison')} on {', '.join(get(p).title for p in problems)}: "
-        "the final validation loss with each decaying schedule against the constant lr (both "
-        "with warmup where the schedule has one), the peak lr tuned for each schedule"
+        "the final training loss (the mean mini-batch loss over the last 10 % of the run) with "
+        "each decaying schedule against the constant lr (both with warmup where the schedule "
+        "has one), the peak lr tuned for each schedule"
     )
     _many(claim, found, study, store)
     figure = "charlm" if "charlm" in problems else problems[0]
@@ -72,9 +82,9 @@ def claim_warmup(study: Study, store: Store) -> Claim:
         return missing(claim, "a schedule with and without warmup on charlm")
     steps = found[0].a.steps
     claim.experiment = (
-        f"{get('charlm').title}, Adam, {steps} steps: the final validation loss (bits per "
-        "character) with and without a linear warmup over the first 10 % of the run, the peak "
-        "lr tuned for each"
+        f"{get('charlm').title}, Adam, {steps} steps: the final training loss (bits per "
+        "character, the mean over the last 10 % of the run) with and without a linear warmup "
+        "over the first 10 % of the run, the peak lr tuned for each"
     )
     _many(claim, found, study, store)
     claim.caption = _caption("charlm")
@@ -83,12 +93,13 @@ def claim_warmup(study: Study, store: Store) -> Claim:
 
 def _caption(problem: str) -> str:
     text = (
-        "Validation loss over the run for each schedule (mean over seeds and the seed range), "
-        "each at its own tuned peak lr; the schedules' shapes are drawn at the end of the report."
+        "Training loss over the run for each schedule (the mean over seeds; the bars right of "
+        "the last step are the seed range), each at its own tuned peak lr; right: the last 40 % "
+        "of the run. The schedules' shapes are drawn at the end of the report."
     )
     if problem == "charlm":
         text += (
-            " The transformer needs a few hundred steps before the schedules separate: at 200 "
-            "steps (an earlier version of this study) the constant lr was still ahead."
+            " The default study trains the transformer for 600 steps: at 200 (the lab's first "
+            "edition) the schedules had not separated yet and the constant lr was ahead."
         )
     return text
