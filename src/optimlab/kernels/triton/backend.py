@@ -141,7 +141,8 @@ class _Part:
         self.fresh = fresh.to(device, torch.int32)  # lazy slots not stepped yet
         self.fresh_now = torch.zeros_like(self.fresh)  # ... at the step being run
         self.scalars = torch.empty(len(rows), len(SCALARS), dtype=torch.float64, device=device)
-        self.streams = torch.zeros(len(rows), driver.NSTREAMS, dtype=torch.int32, device=device)
+        streams = (len(rows), driver.NSTREAMS.value)  # uint32 bit patterns (torch: int32)
+        self.streams = torch.zeros(streams, dtype=torch.int32, device=device)
         self.launches = _launches(rows, device)
         self.captured: list[Tensor] = []  # host rows that captured CUDA graphs copy from
         self._align(rows)

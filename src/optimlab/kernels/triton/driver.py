@@ -54,7 +54,8 @@ ROW_ACTIVE, ROW_STEP_F64, ROW_MU_F64 = (tl.constexpr(f) for f in (ACTIVE, STEP_F
 ROWS = 128  # rows per program of `prepare`
 BLOCK = 1024  # elements per iteration of a `step` program
 CHUNK = 4 * BLOCK  # elements per `step` program: one chunk of the chunk table
-NSTREAMS = 4  # a row's rounding streams: state slots 0-2, then the param (storage.PARAM_SLOT)
+# a row's rounding streams: state slots 0-2, then the param (storage.PARAM_SLOT)
+NSTREAMS = tl.constexpr(storage.PARAM_SLOT + 1)
 # an iteration holds whole 8-bit blocks, and a tile of them needs a power of two
 assert BLOCK % storage.BLOCK == 0 and (BLOCK & (BLOCK - 1)) == 0 and CHUNK % BLOCK == 0
 
@@ -194,7 +195,8 @@ def _block(arrays, extra, seeds, offsets, mask, k, fresh, scale, UPDATE: tl.cons
 
 @triton.jit
 def _seeds(streams, row, STATE: tl.constexpr, ROUNDING: tl.constexpr):
-    """The row's rounding streams (uint32) where the row rounds stochastically, else 0."""
+    """The row's rounding streams (uint32: the seeds of its elements' noise) where it rounds
+    stochastically, else 0: state slots 0-2, then the param."""
     at = streams + row * NSTREAMS
     zero = tl.full((), 0, tl.uint32)
     s0, s1, s2, s3 = zero, zero, zero, zero
@@ -236,8 +238,9 @@ def step(
         slot0, slot1 = tl.multiple_of(slot0, 16), tl.multiple_of(slot1, 16)
         slot2, comp = tl.multiple_of(slot2, 16), tl.multiple_of(comp, 16)
     arrays = (param, grad, slot0, slot1, slot2)
-    scales = (_pointer(at, COL_SCALE0, tl.float32), _pointer(at, COL_SCALE1, tl.float32),
-              _pointer(at, COL_SCALE2, tl.float32), comp)  # fmt: skip
+    # the 8-bit slots' absmax, the Kahan compensation
+    extra = (_pointer(at, COL_SCALE0, tl.float32), _pointer(at, COL_SCALE1, tl.float32),
+             _pointer(at, COL_SCALE2, tl.float32), comp)  # fmt: skip
     seeds = _seeds(streams, row, STATE, ROUNDING)
     k = _row_scalars(scalars + row * NK, MATH)
     fresh = tl.load(fresh_now + row) != 0
@@ -247,9 +250,9 @@ def step(
     lanes = formats.lanes(BLOCK, STATE)
     whole = start + (end - start) // BLOCK * BLOCK
     for first in tl.range(start, whole, BLOCK):  # whole blocks, unmasked
-        _block(arrays, scales, seeds, first + lanes, None, k, fresh, scale, UPDATE, FLAGS, V,
+        _block(arrays, extra, seeds, first + lanes, None, k, fresh, scale, UPDATE, FLAGS, V,
                MATH, HALF, STATE, UNSIGNED, ROUNDING)  # fmt: skip
     for first in tl.range(whole, end, BLOCK):  # the row's last, partial block
         offsets = first + lanes
-        _block(arrays, scales, seeds, offsets, offsets < end, k, fresh, scale, UPDATE, FLAGS,
+        _block(arrays, extra, seeds, offsets, offsets < end, k, fresh, scale, UPDATE, FLAGS,
                V, MATH, HALF, STATE, UNSIGNED, ROUNDING)  # fmt: skip
