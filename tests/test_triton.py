@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import io
 import math
 import os
 
@@ -419,27 +420,23 @@ def test_float16_second_moment_underflows_as_in_torch(triton_only):
     there, so torch's float16 Adam divides by zero.  The kernels round where torch rounds:
     the same infinities (not a silently huge finite step), bitwise as the C kernels."""
     p0 = torch.linspace(-1, 1, 300, dtype=torch.float16, device=DEVICE)
-    results = []
-    for make in (
-        lambda ps: optimlab.Adam(ps, lr=1e-3),
-        lambda ps: torch.optim.Adam(ps, lr=1e-3, foreach=False),
-    ):
+
+    def train(make):
         params = [p0.clone().requires_grad_()]
         opt = make(params)
         for step in range(3):
             params[0].grad = torch.full_like(p0, 1e-4 * (step + 1))
             opt.step()
-        results.append(params[0].detach())
-    ours, torchs = results
+        return params[0].detach()
+
+    ours_ = train(lambda ps: optimlab.Adam(ps, lr=1e-3))
+    torchs = train(lambda ps: torch.optim.Adam(ps, lr=1e-3, foreach=False))
     assert not torchs.isfinite().any()  # the premise: torch's float16 path overflows
-    _close(ours, torchs, **TOL[torch.float16])
+    _close(ours_, torchs, **TOL[torch.float16])
     if INTERPRETED and cpu_kernels.AVAILABLE:
-        c_params = [p0.clone().requires_grad_()]
-        with triton_only():
-            _run("Adam", dict(lr=1e-3), c_params)
-        fused_params = [p0.clone().requires_grad_()]
-        _run("Adam", dict(lr=1e-3), fused_params)
-        _assert_bitwise(fused_params[0], c_params[0])
+        with triton_only():  # the C kernels
+            c_kernels = train(lambda ps: optimlab.Adam(ps, lr=1e-3))
+        _assert_bitwise(ours_, c_kernels)
 
 
 # -- stored formats (kernels/storage.py): the matrix of test_precision ----------------------
@@ -504,8 +501,8 @@ def _assert_near_reference(fused, reference, ours_, theirs, name, dtype):
         for key, value in fused.state[a].items():
             if value.shape != a.shape:
                 continue  # counters (compared by the update), 8-bit absmax (in the decoded)
-            mine, other = precision.load(fused.state[a], key, a), precision.load(
-                reference.state[b], key, b)  # fmt: skip
+            mine = precision.load(fused.state[a], key, a)
+            other = precision.load(reference.state[b], key, b)
             if exact:
                 assert torch.equal(mine, other), key
             else:
@@ -624,8 +621,6 @@ def test_results_do_not_depend_on_the_chunk_size(fmt, monkeypatch):
 def test_resume_with_formats_is_bitwise(fmt):
     """Two steps, torch.save / torch.load(weights_only=True) of the state and params, two
     more: the same bits as four steps straight (the rounding step travels in the group)."""
-    import io
-
     dtype, extra = _options(fmt)
     straight = _format_params(dtype)
     whole = _train("Adam", dict(lr=0.01), straight, 4, **extra)
@@ -665,8 +660,8 @@ def test_found_inf_skips_stored_formats(fmt, triton_only):
                 for p, (value, grad), kept in zip(params, before, state, strict=True):
                     _assert_bitwise(p, value, "param")
                     _assert_bitwise(p.grad, grad, "grad")
-                    for key, value in kept.items():
-                        _assert_bitwise(opt.state[p][key], value, key)
+                    for key, stored in kept.items():
+                        _assert_bitwise(opt.state[p][key], stored, key)
         return opt
 
     params = _format_params(dtype)
