@@ -16,7 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import optimlab
-from optim_cases import TORCH_CASES, case_id, ours
+from memory_util import peak_live_bytes
+from optim_cases import case_id, ours
 from optimlab.kernels import cpu as cpu_kernels
 from optimlab.optimizers.dispatch import cached_plan
 
@@ -287,19 +288,6 @@ def test_no_gradient_outlives_zero_grad(case, fused):
         assert all(ref() is None for ref in grads), "a gradient outlived zero_grad"
 
 
-def _peak_live_bytes(run) -> int:
-    """Peak of CPU memory allocated and not yet freed while ``run()`` runs (torch's profiler)."""
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        run()
-    live = peak = 0
-    for event in sorted(prof.events(), key=lambda e: e.time_range.start):
-        live += event.cpu_memory_usage
-        peak = max(peak, live)
-    return peak
-
-
 def test_training_loop_peak_memory_is_no_more_than_torchs():
     """The loop a user writes: 0.1 kept a step's gradients alive through the next backward
     (one extra copy of them); now optimlab's peak is torch fused Adam's, which allocates
@@ -325,7 +313,7 @@ def test_training_loop_peak_memory_is_no_more_than_torchs():
         opt = make(net.parameters())
         loop(net, opt)  # state exists, grads are freed, before measuring
         gc.collect()
-        peaks[label] = _peak_live_bytes(lambda net=net, opt=opt: loop(net, opt))
+        peaks[label] = peak_live_bytes(lambda net=net, opt=opt: loop(net, opt))
     assert peaks["optimlab"] <= peaks["torch fused"], peaks
 
 

@@ -275,12 +275,7 @@ def test_bf16_state_survives_load_as_bf16():
 
 @kernels_only
 def test_a_low_precision_step_allocates_nothing():
-    from torch.profiler import ProfilerActivity, profile
-
-    def allocated_bytes(step):
-        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-            step()
-        return sum(max(e.cpu_memory_usage, 0) for e in prof.events())
+    from memory_util import allocated_bytes
 
     params = [torch.randn(20_000).bfloat16().requires_grad_(), torch.randn(9000).requires_grad_()]
     for p in params:

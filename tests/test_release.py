@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import optimlab
+from memory_util import peak_live_bytes
 from optimlab.schedules import ScheduledLR, cosine, warmup
 
 CASES = [
@@ -106,18 +107,6 @@ def test_bf16_autocast_trains():
     assert losses[-1] < 0.8 * losses[0]
 
 
-def _peak_live_bytes(run) -> int:
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        run()
-    live = peak = 0
-    for event in sorted(prof.events(), key=lambda e: e.time_range.start):
-        live += event.cpu_memory_usage
-        peak = max(peak, live)
-    return peak
-
-
 def test_peak_memory_is_lower_by_about_the_gradients():
     """Four 1024x1024 layers: 16 MiB of gradients.  A normal step holds all of them; with
     release at most about one layer's grad exists at a time."""
@@ -140,7 +129,7 @@ def test_peak_memory_is_lower_by_about_the_gradients():
                 opt.step()
 
         loop()  # momentum buffers exist before measuring
-        peaks[label] = _peak_live_bytes(loop)
+        peaks[label] = peak_live_bytes(loop)
         if release:
             release.remove()
     grads = 4 * 1024 * 1024 * 4

@@ -183,6 +183,8 @@ typedef struct {
 
 typedef void (*StagedUpdate)(const float *k, int64_t flags, Chunk *x, int64_t len);
 
+static const int elem_size[NDT] = {4, 8, 2, 2};
+
 #define DEFINE_STAGED(OPT, V)                                                               \
     TARGETS static void staged_##OPT##_##V(const float *k, int64_t flags, Chunk *x,          \
                                            int64_t len)                                      \
@@ -307,6 +309,26 @@ static void stage_slot_out(const Chunk *x, const Row *row, int j, int fmt, int d
         store_floats(row->s[j], dt, at, len, x->s[j]);
 }
 
+/* A later chunk of every array of a staged row, into the caches. */
+#define AHEAD 4
+static void prefetch_chunk(const Row *row, int variant, int64_t at, int size, int slot_size)
+{
+    for (int64_t byte = 0; byte < STAGE * size; byte += 64) {
+        __builtin_prefetch((const char *)row->p + at * size + byte, 1, 3);
+        __builtin_prefetch((const char *)row->g + at * size + byte, 0, 3);
+    }
+    for (int j = 0; j < 3; j++) {
+        if (!(variant & (1 << j)))
+            continue;
+        for (int64_t byte = 0; byte < STAGE * slot_size; byte += 64)
+            __builtin_prefetch((const char *)row->s[j] + at * slot_size + byte, 1, 3);
+    }
+    if (row->c != NULL) {
+        for (int64_t byte = 0; byte < STAGE * 2; byte += 64)
+            __builtin_prefetch((const char *)row->c + at * 2 + byte, 1, 3);
+    }
+}
+
 /* Elements [a, b) of a staged row (a, and b unless it is the row's end, on block bounds). */
 static void run_staged(StagedUpdate update, int variant, const double *dk, int64_t flags,
                        const Row *row, int64_t a, int64_t b, float scale, uint64_t seed,
@@ -321,9 +343,16 @@ static void run_staged(StagedUpdate update, int variant, const double *dk, int64
     uint32_t streams[4]; /* state slots 0-2, then the param (storage.PARAM_SLOT) */
     for (uint32_t j = 0; j < 4; j++)
         streams[j] = sr_stream(seed, rounding_step, (uint64_t)row->key, j);
+    /* each array's element size: the param's and grad's dtype, the slots' format */
+    int size = elem_size[dt & 3], slot_size = fmt == STATE_Q8     ? 1
+                                            : fmt == STATE_BF16 ? 2
+                                            : fmt == STATE_F32  ? 4
+                                                                : size;
     Chunk x;
     for (int64_t at = a; at < b; at += STAGE) {
         int64_t len = b - at < STAGE ? b - at : STAGE;
+        if (at + AHEAD * STAGE < b) /* short loops over several streams: ask for them early */
+            prefetch_chunk(row, variant, at + AHEAD * STAGE, size, slot_size);
         if (dt == DT_F32) { /* float32 params and grads: in place */
             x.p = (float *)row->p + at;
             x.g = (float *)row->g + at;
@@ -495,7 +524,6 @@ static int64_t split(int64_t total, int nt, int tid)
     return at - at % 64;
 }
 
-static const int elem_size[NDT] = {4, 8, 2, 2};
 
 /* Up to this many leading bytes of each array of the next tensor are prefetched while the
  * current one runs: the hardware prefetcher stops at 4 KiB pages, so without it every small
