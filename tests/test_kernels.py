@@ -657,8 +657,9 @@ def test_half_sgd_against_torch(nesterov, dtype):
     round to the half type once per tensor torch materializes (bfloat16: once, at the end);
     torch's for-loop also rounds products inside its ops.  So a part of the elements differ,
     by a few units in the last place at the scale of the operands (measured: 2, and 4 for
-    float16 Nesterov; more units of the result where the step nearly cancels the weight).  bfloat16 results are within half
-    a unit of the exact step; fused=False matches torch bitwise."""
+    float16 Nesterov; more units of the result where the step nearly cancels the weight).
+    bfloat16 results are within half a unit of the exact step; fused=False matches torch
+    bitwise."""
     gen = torch.Generator().manual_seed(0)
     start = torch.randn(20_000, generator=gen).to(dtype)
     g = torch.randn(20_000, generator=gen).to(dtype)
