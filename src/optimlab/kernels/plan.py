@@ -209,8 +209,9 @@ def problem(
         why = _mismatch(grad, local)
         if why:
             return f"a gradient's {why}"
-    native = storage.state_format(local, call.state_precision) is None
-    rounding = storage.param_mode(local, call.param_rounding)
+    # (the param's own format: a DTensor's state keeps its dtype, whatever its shard's is)
+    native = storage.state_format(param, call.state_precision) is None
+    rounding = storage.param_mode(param, call.param_rounding)
     if not formats and not (native and rounding == "nearest"):
         return (
             f"state_precision={call.state_precision!r}, param_rounding="
@@ -308,8 +309,8 @@ class Plan:
         if strides is not None:
             flags |= STRIDED
         self.keep.append(local.untyped_storage())
-        fmt = storage.state_format(local, call.state_precision)
-        rounding = storage.param_mode(local, call.param_rounding)
+        fmt = storage.state_format(owner, call.state_precision)
+        rounding = storage.param_mode(owner, call.param_rounding)
         flags |= STATE_FORMATS[fmt] << STATE_SHIFT | ROUNDINGS[rounding] << ROUNDING_SHIFT
         wanted = [(key, f"slot{i}") for i, key in enumerate(call.slots) if key is not None]
         if fmt == "8bit":

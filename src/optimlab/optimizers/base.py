@@ -244,8 +244,8 @@ class Optimizer(torch.optim.Optimizer):
                 or self._optimizer_step_post_hooks
                 or _torch_optimizer._global_optimizer_pre_hooks
                 or _torch_optimizer._global_optimizer_post_hooks
-                or torch._C._autograd._profiler_enabled()
-            ):
+                or (not torch.compiler.is_compiling() and torch._C._autograd._profiler_enabled())
+            ):  # (dynamo cannot trace the profiler's query: a graph break per step)
                 return hooked(self, *args, **kwargs)
             return func(self, *args, **kwargs)
 

@@ -56,7 +56,7 @@ static INLINE real F(maximum)(real a, real b)
 static INLINE real F(root)(int64_t flags, real x, real eps)
 {
     int64_t inside = flags & F_EPS_INSIDE;
-    return HALF(sqrt(HALF(x + (inside ? eps : (real)0))) + (inside ? (real)0 : eps));
+    return HALF(HALF(sqrt(HALF(x + (inside ? eps : (real)0)))) + (inside ? (real)0 : eps));
 }
 
 /* Slot 0: momentum_buffer (torch form) or velocity (lecture form).  Written as selects on

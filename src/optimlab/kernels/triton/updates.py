@@ -117,7 +117,7 @@ def _root(x, eps, FLAGS: tl.constexpr, HALF: tl.constexpr):
     if EPS_INSIDE & FLAGS:
         return _h(_sqrt(_h(x + eps, HALF)), HALF)
     else:
-        return _h(_sqrt(_h(x, HALF)) + eps, HALF)
+        return _h(_h(_sqrt(_h(x, HALF)), HALF) + eps, HALF)
 
 
 @triton.jit
