@@ -30,6 +30,19 @@ ROWS = list(enumerate(OPTIMIZERS))
 SPLIT_BATCH = dict(rtol=1e-5, atol=1e-6)
 
 
+def split_batch(kwargs: dict) -> dict:
+    """SPLIT_BATCH, or for stored state (8-bit, bfloat16) what its rounding makes of a last-bit
+    difference in the gradients: a stored value one step of its format away (8-bit: 1/16 of
+    a block's largest value), carried through the remaining steps."""
+    return dict(rtol=2e-3, atol=2e-4) if kwargs.get("state_precision") else SPLIT_BATCH
+
+
+def rounds_stochastically(kwargs: dict) -> bool:
+    """bfloat16 state rounds stochastically, in streams keyed by a tensor's place in its
+    optimizer's group: ZeRO-1's per-rank groups draw other (as good) random bits."""
+    return kwargs.get("state_precision") == "bf16"
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """Match the workers' thread count, so single-process oracles reduce the same way."""
@@ -53,11 +66,11 @@ def ddp_results(tmp_path_factory):
 
 @pytest.mark.parametrize("row", ROWS, ids=lambda r: case_id(r[1]))
 def test_ddp_matches_single_process_on_the_global_batch(row, ddp_results, oracle):
-    index, _ = row
+    index, (_, kwargs) = row
     rank0, rank1 = ddp_results[0][index], ddp_results[1][index]
     for a, b, expected in zip(rank0, rank1, oracle[index], strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)  # also checked after every step
-        torch.testing.assert_close(a, expected, **SPLIT_BATCH)
+        torch.testing.assert_close(a, expected, **split_batch(kwargs))
 
 
 @pytest.fixture(scope="module")
@@ -72,11 +85,14 @@ def test_zero_redundancy_optimizer_matches_unsharded(row, zero_results):
     """Each rank updates its shard with the same per-tensor math: bitwise equal.
     (The worker also checks that consolidate_state_dict + state_dict load into a
     plain optimizer and equal its state.)"""
-    index, _ = row
+    index, (_, kwargs) = row
+    # other random bits: the momentum buffer a few bfloat16 steps (2**-8 of it) apart, times
+    # lr (0.05), over the 6 steps
+    tolerance = dict(rtol=0, atol=2e-3) if rounds_stochastically(kwargs) else dict(rtol=0, atol=0)
     for rank in range(2):
         sharded, plain = zero_results[rank][index]
         for a, b in zip(sharded, plain, strict=True):
-            torch.testing.assert_close(a, b, rtol=0, atol=0)
+            torch.testing.assert_close(a, b, **tolerance)
 
 
 @pytest.fixture(scope="module")
@@ -88,10 +104,14 @@ def fsdp2_results(tmp_path_factory):
 
 @pytest.mark.parametrize("row", ROWS, ids=lambda r: case_id(r[1]))
 def test_fsdp2_matches_single_process(row, fsdp2_results, oracle):
-    index, _ = row
+    index, (name, kwargs) = row
+    expected = oracle[index]
+    if kwargs.get("state_precision"):  # FSDP2's DTensors keep state in their own dtype
+        plain = {key: value for key, value in kwargs.items() if key != "state_precision"}
+        expected = single_process_run(name, plain)
     for rank in range(2):
-        for a, expected in zip(fsdp2_results[rank][index], oracle[index], strict=True):
-            torch.testing.assert_close(a, expected, **SPLIT_BATCH)
+        for a, b in zip(fsdp2_results[rank][index], expected, strict=True):
+            torch.testing.assert_close(a, b, **SPLIT_BATCH)
 
 
 def _head_and_tail(tmp_path_factory, worker, name, *args, world_size=2):
