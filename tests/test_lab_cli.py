@@ -182,7 +182,7 @@ def test_list_and_dry_run(capsys, tmp_path):
     code, out, _ = _lab(capsys, "--quick", "--dry-run", "--problems", "rosenbrock,charlm",
                         "--out", str(tmp_path / "o"))  # fmt: skip
     assert code == 0 and "runs, about" in out and "min on this machine" in out
-    assert "charlm (150 steps, seeds 3): adam/constant, adam/warmup_constant" in out
+    assert "charlm (100 steps, seeds 3): adam/constant, adam/warmup_constant" in out
     assert not (tmp_path / "o").exists()
 
 

@@ -17,7 +17,7 @@ from optimlab.lab import analysis, claims, plan, problems, report, train
 from optimlab.lab.store import Store
 
 STEPS = 100
-GRID = (0.01, 0.1, 1.0)
+GRID = (0.0316, 0.1, 0.316)  # half a decade apart, as plan.lr_grid(0.1, 3)
 BEST = 0.1
 
 
@@ -202,19 +202,41 @@ def test_an_effect_inside_the_noise_is_undecided_with_the_size_it_could_detect(s
 def test_a_tuned_lr_at_the_edge_widens_the_grid(store):
     f = Fixture(store)
     f.group("digits_mlp", "sgd", _classifier(at=80))
-    f.group("digits_mlp", "momentum", _classifier(at=30), best=GRID[-1], extra=(3.16,))
+    f.group("digits_mlp", "momentum", _classifier(at=30), best=GRID[-1], extra=(1.0,))
     study = f.save()
     momentum = study.find("digits_mlp", "momentum")
-    assert momentum.tuning.grid == [*GRID, 3.16] and momentum.best_lr == 1.0
+    assert momentum.tuning.grid == [*GRID, 1.0] and momentum.best_lr == GRID[-1]
     assert not momentum.best_at_edge
     assert claims.check_all(study, store)[1].verdict == claims.HELD
+
+
+def test_tuning_widens_the_grid_from_its_centre_twice_per_side_at_most():
+    grid = plan.lr_grid(1e-4, 5)  # 1e-05 ... 0.001
+    runs = {}
+
+    def run_at(lr):  # the lower the lr's loss, the larger the lr: the winner is always on top
+        if lr not in runs:
+            runs[lr] = _Row(lr, final_val_loss=1.0 / lr)
+        return runs[lr]
+
+    tuning = analysis.tune(grid, run_at)
+    assert tuning.grid == [*grid, 0.00316, 0.01]  # not 0.00999: no rounding piled up
+    assert tuning.best == 0.01 and tuning.at_edge
+    assert analysis.tune(grid, lambda lr: None).missing == grid[0]
+
+
+class _Row:
+    diverged = False
+
+    def __init__(self, lr, final_val_loss):
+        self.lr, self.final_val_loss = lr, final_val_loss
 
 
 def test_a_tuned_lr_still_at_the_edge_after_widening_is_undecided(store):
     f = Fixture(store)
     f.group("digits_mlp", "sgd", _classifier(at=80))
-    up, further = analysis.next_lr(GRID[-1], 1), analysis.next_lr(analysis.next_lr(GRID[-1], 1), 1)
-    assert (up, further) == (3.16, 9.99)  # half a decade each, to 3 digits
+    up, further = analysis.grid_lr(0.1, 2), analysis.grid_lr(0.1, 3)
+    assert (up, further) == (1.0, 3.16)  # the grid's half-decades, continued from its centre
     f.group("digits_mlp", "momentum", _classifier(at=30), best=further, extra=(up, further))
     study = f.save()
     claim = claims.check_all(study, store)[1]

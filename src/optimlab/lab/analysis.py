@@ -44,9 +44,9 @@ def choose_lr(grid: Sequence[float], runs: Mapping[float, RunRow | None]) -> flo
     return best
 
 
-def next_lr(lr: float, direction: int) -> float:
-    """The grid's neighbour of ``lr`` half a decade up (+1) or down (-1), to 3 digits."""
-    return float(f"{lr * 10 ** (0.5 * direction):.3g}")
+def grid_lr(center: float, k: float) -> float:
+    """The lr ``k`` half-decades from ``center``, to 3 significant digits (as plan.lr_grid)."""
+    return float(f"{center * 10 ** (0.5 * k):.3g}")
 
 
 @dataclass(frozen=True)
@@ -58,9 +58,14 @@ class Tuning:
 
 
 def tune(grid: Sequence[float], run_at: Callable[[float], RunRow | None]) -> Tuning:
-    """Pick the best lr of ``grid``, widening it while the winner sits at an end."""
+    """Pick the best lr of ``grid``, widening it while the winner sits at an end.
+
+    A new lr continues the planned grid's half-decade steps from its centre, not from the
+    rounded edge, so that rounding does not pile up (0.001, 0.00316, 0.01, not 0.00999).
+    """
     grid = list(grid)
-    added = {-1: 0, 1: 0}
+    center, half = grid[len(grid) // 2], (len(grid) - 1) / 2
+    ends = {-1: -half, 1: half}  # where the grid ends, in half-decades from its centre
     while True:
         rows = {lr: run_at(lr) for lr in grid}
         missing = [lr for lr, row in rows.items() if row is None]
@@ -72,10 +77,10 @@ def tune(grid: Sequence[float], run_at: Callable[[float], RunRow | None]) -> Tun
         side = -1 if best == grid[0] else 1 if best == grid[-1] else 0
         if side == 0:
             return Tuning(grid, best, None)
-        if added[side] == MAX_EXTEND:
+        if abs(ends[side]) - half >= MAX_EXTEND:
             return Tuning(grid, best, None, at_edge=True)
-        added[side] += 1
-        lr = next_lr(best, side)
+        ends[side] += side
+        lr = grid_lr(center, ends[side])
         grid = [lr, *grid] if side < 0 else [*grid, lr]
 
 

@@ -63,7 +63,7 @@ PROFILES: dict[str, Profile] = {
             "a first look: the exact 2-D functions, the quadratic, the digits MLP, MNIST-1D "
             "and the transformer, short runs, 3 seeds (6 where a comparison needs them)",
             problems=(*TWO_D, "quadratic_deep", "digits_mlp", "mnist1d_cnn", "charlm"),
-            steps=_steps(200, 300, 300, 300, 150),
+            steps=_steps(200, 300, 300, 300, 100),
             looks=(3, 6),
             grid_points=5,
             problem_grid={"mnist1d_cnn": 3, "charlm": 3},

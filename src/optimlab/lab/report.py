@@ -45,6 +45,8 @@ figcaption{color:#444;font-size:13px;max-width:62em;margin-top:.2em}
 section.claim{border-left:3px solid #e5e5e5;padding-left:1em;margin:1.2em 0}
 ul{margin:.3em 0}code{background:#f4f4f4;padding:0 3px}dt{font-weight:600;margin-top:.4em}
 dd{margin-left:1.2em}nav a{margin-right:.8em}
+dl.terms{columns:2 28em;column-gap:2.5em;font-size:14px}dl.terms dd{break-inside:avoid;
+break-before:avoid}dl.terms dt{break-after:avoid}
 .playground{border:1px solid #ddd;padding:.8em;border-radius:4px}
 .pg-controls{display:flex;flex-wrap:wrap;gap:.3em 1.2em;font-size:13px;margin-bottom:.6em}
 .pg-controls input[type=number]{width:6.5em}.pg-plots{display:flex;flex-wrap:wrap;gap:1em}
@@ -186,10 +188,11 @@ def write_report(store: Store, out: Path, *, gif: bool = False) -> Path:
         "<a href='#problems'>problems</a><a href='#reading'>how to read</a>"
         "<a href='#method'>method</a></nav>",
         status,
+        sections.GLOSSARY,
         "<h2 id=claims>The lecture's claims</h2>",
         f"<p>{held} of {len(checked)} claims held in this study. Each verdict follows from the "
         "numbers by the rule given with it; an undecided one says how large an effect it could "
-        "have seen. Terms are explained in <a href='#reading'>how to read this report</a>.</p>",
+        "have seen.</p>",
         sections.claims_table(checked),
         *(sections.claim_section(c, figure) for c in checked),
         "<h2 id=forms>The lecture's forms of the optimizers</h2>",
@@ -219,7 +222,6 @@ def write_report(store: Store, out: Path, *, gif: bool = False) -> Path:
         ),  # fmt: skip
         "<h2>Schedules used</h2>",
         figure("schedule_shapes", "The learning rate over a run, as a share of the tuned peak."),
-        sections.GLOSSARY,
         sections.method_section(study, _timing(study, store)),
     ]
     page = (

@@ -259,7 +259,7 @@ def problem_section(study: Study, store: Store, name: str, figure: Figure, gif: 
     return "\n".join(x for x in parts if x)
 
 
-GLOSSARY = """<h2 id=reading>How to read this report</h2><dl>
+GLOSSARY = """<h2 id=reading>How to read this report</h2><dl class=terms>
 <dt>seed</dt><dd>One repetition of a run: the seed fixes the initial weights, the order of the
 mini-batches and the gradient noise. Two runs with the same seed differ only in the optimizer or
 schedule, so comparisons pair them by seed.</dd>

@@ -189,7 +189,7 @@ def claim_local_minima(study: Study, store: Store) -> Claim:
         "below 50 %; not held if it lies above 90 %; otherwise undecided"
     )
     claim.caption = (
-        f"Each panel: one optimizer's {points} paths (seed 0) from the black dots; a coloured "
+        f"Each panel: one optimizer's {points} paths (seed 0) from the black squares; a coloured "
         "dot is where a path ended, the star the global minimum. Almost every path stops in the "
         "nearest dip of the egg-box."
     )

@@ -32,9 +32,12 @@ def _many(claim: Claim, found: list[Comparison], study: Study, store: Store) -> 
         name = catalog.SCHEDULES[c.a.schedule.removeprefix("warmup_")].label
         by_schedule.setdefault(name, []).append(one.verdict)
         note = f" — {one.verdict}" + (f": {one.why}" if one.why else "")
-        claim.numbers.append(f"{get(c.problem).title}: {one.numbers[0]}{note}")
+        title = get(c.problem).title.split(" (")[0]
+        claim.numbers.append(f"{title}: {one.numbers[0]}{note}")
     claim.verdict, claim.summary = combine(verdicts)
-    if len(by_schedule) > 1:
+    if len(verdicts) == 1:
+        claim.summary = ""  # the table shows the one comparison's numbers
+    elif len(by_schedule) > 1:
         claim.summary += (
             " (held: "
             + ", ".join(f"{name} {v.count(HELD)} of {len(v)}" for name, v in by_schedule.items())
