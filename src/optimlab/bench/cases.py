@@ -79,7 +79,6 @@ LAYOUTS: dict[str, tuple[str, Callable[[], list[tuple[int, ...]]]]] = {
     "large": ("one tensor of 16M elements", lambda: [(16 * 1024 * 1024,)]),
     "gpt2": ("GPT-2 small at 1/4 width (148 tensors)", gpt2_shapes),
     "small": ("1,000 tensors of 1,024 elements", lambda: [(1024,)] * 1000),
-    "medium": ("one tensor of 4M elements", lambda: [(4 * 1024 * 1024,)]),
 }
 
 

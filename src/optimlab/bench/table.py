@@ -38,9 +38,19 @@ def _speedup(row: dict) -> str:
 
 
 def _share(row: dict) -> str:
+    why = untrusted(row)
+    if why:
+        return {"loaded": "— (loaded)", "over": "— (>100 %)"}[why]
+    return "—" if row["share_of_limit"] is None else f"{100 * row['share_of_limit']:.0f} %"
+
+
+def untrusted(row: dict) -> str | None:
+    """Why a row's share of the bandwidth limit is not a measurement (None: it is)."""
     if row["share_of_limit"] is None:
-        return "—"
-    return "— (loaded)" if row["loaded"] else f"{100 * row['share_of_limit']:.0f} %"
+        return None
+    if row["bandwidth_spread"] > LOADED_SPREAD:
+        return "loaded"
+    return "over" if row["share_of_limit"] > 1 else None
 
 
 def notes(meta: dict, rows: list[dict]) -> list[str]:
@@ -56,13 +66,20 @@ def notes(meta: dict, rows: list[dict]) -> list[str]:
         + ", ".join(f"{'/'.join(names)} {size:.4g}" for size, names in by_bytes.items())
         + ") / the add_ bandwidth of that row (12 B per element).",
     ]
-    loaded = [row for row in rows if row["loaded"] and row["share_of_limit"] is not None]
-    if loaded:
+    why = [untrusted(row) for row in rows]
+    if why.count("loaded"):
         lines.append(
-            f"— (loaded), {len(loaded)} of {len(rows)} rows: the add_ bandwidth varied more "
-            f"than {LOADED_SPREAD}x between rounds, or optimlab beat the limit it sets: other "
-            "work shared the machine, so the share is not shown (the ratios still compare "
-            "steps interleaved with each other)."
+            f"— (loaded), {why.count('loaded')} of {len(rows)} rows: the add_ bandwidth swung "
+            f"more than {LOADED_SPREAD}x between rounds: other work took the memory bus "
+            "meanwhile, so the share is not shown (the ratios still compare steps interleaved "
+            "with each other)."
+        )
+    if why.count("over"):
+        lines.append(
+            f"— (>100 %), {why.count('over')} of {len(rows)} rows: optimlab's step moved its "
+            "bytes faster than the add_ did, so the add_ was not the limit there: other work "
+            "slowed it, or caches or more memory streams in flight served the step better; "
+            "the share is not shown."
         )
     if meta["load"] > BUSY_LOAD:
         lines.append(
