@@ -73,9 +73,11 @@ def legend_outside(fig: plt.Figure, axes: Sequence[plt.Axes]) -> None:
 
 
 def finish(ax: plt.Axes, xlabel: str, ylabel: str, log: bool = False) -> None:
+    """Labels, grid and ticks; ``log``: a log y axis if the data spans a factor of 10 or more
+    (on less, a log axis has one or no labelled tick and reads worse than a linear one)."""
     ax.set_xlabel(xlabel, fontsize=9)
     ax.set_ylabel(ylabel, fontsize=9)
-    if log:
+    if log and _span(ax) >= 10:
         ax.set_yscale("log")
     else:
         ax.yaxis.set_major_locator(MaxNLocator(6))
@@ -83,6 +85,16 @@ def finish(ax: plt.Axes, xlabel: str, ylabel: str, log: bool = False) -> None:
         ax.xaxis.set_major_locator(MaxNLocator(6, integer=True))
     ax.tick_params(labelsize=8)
     ax.grid(alpha=0.3)
+
+
+def _span(ax: plt.Axes) -> float:
+    """max / min of the positive y values drawn on ``ax`` (lines; bands left out)."""
+    ys = np.concatenate([np.asarray(line.get_ydata(), dtype=float) for line in ax.get_lines()])
+    ys = ys[np.isfinite(ys) & (ys > 0)]
+    if not len(ys):
+        return math.inf
+    decades = np.log10(ys.max()) - np.log10(ys.min())
+    return math.inf if decades > 300 else float(10**decades)
 
 
 def _curves(store: Store, group: Group, metric: str) -> tuple[np.ndarray, np.ndarray] | None:
