@@ -301,6 +301,23 @@ def test_report_of_an_incomplete_study_says_so(store, tmp_path):
     assert "Incomplete study: 4 runs are in the database, at least 5 are planned" in html
 
 
+def test_a_first_edition_study_still_reports(store, tmp_path):
+    """A database from the lab's first edition: its plan has no group names, looks or
+    comparisons (and the database schema 1); the report reads it as a study of today's."""
+    f = Fixture(store)
+    f.group("digits_mlp", "sgd", _classifier(at=80))
+    f.group("digits_mlp", "momentum", _classifier(at=30))
+    for p in f.plan["problems"]:
+        del p["looks"], p["comparisons"]
+        for g in p["groups"]:
+            del g["name"], g["lr_from"]
+    del f.plan["confidence"]
+    store.save_study("old", "default", f.plan)
+    checked = {c.number: c for c in claims.check_all(analysis.load_study(store), store)}
+    assert checked["2"].verdict == claims.HELD
+    assert "id='claim-2'" in report.write_report(store, tmp_path).read_text()
+
+
 @pytest.mark.slow
 def test_gif_of_the_trajectories(store, tmp_path):
     build(store)

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from . import catalog, problems
+from .plan import upgrade
 from .store import RunRow, Store
 
 __all__ = ["Group", "Spread", "Study", "Tuning", "choose_lr", "load_problem", "load_study",
@@ -212,6 +213,7 @@ def load_study(store: Store) -> Study | None:
     if latest is None:
         return None
     key, profile, plan = latest
+    plan = upgrade(plan)  # a first-edition study reads as a study of this one
     groups = [g for p in plan["problems"] for g in load_problem(store, p)]
     return Study(key, profile, plan, groups)
 

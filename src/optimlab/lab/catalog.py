@@ -38,7 +38,7 @@ OPTIMIZERS: dict[str, OptimizerSpec] = {
         OptimizerSpec("sgd", "SGD", "SGD", {}, "sgd", "slide 3: w -= lr * dw"),
         OptimizerSpec(
             "momentum", "SGD + momentum", "SGD", {"momentum": 0.9}, "momentum",
-            "slide 3: velocity v = beta v + dw (torch's form, beta = 0.9)",
+            "slides 3, 5 in torch's form: buffer b = beta b + dw; w -= lr b (beta = 0.9)",
         ),
         OptimizerSpec(
             "nesterov", "Nesterov", "SGD", {"momentum": 0.9, "nesterov": True}, "momentum",

@@ -25,6 +25,7 @@ optimizer with every schedule.  The plan is plain JSON, stored with the study.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -189,6 +190,23 @@ def build_plan(sel: Selection) -> dict[str, Any]:
         )
     _comparisons(plan_problems)
     return {"profile": profile.name, "confidence": CONFIDENCE, "problems": plan_problems}
+
+
+def upgrade(plan: Mapping[str, Any]) -> dict[str, Any]:
+    """A plan as this version reads it; one written by the lab's first edition (no group
+    names, looks or comparisons: every seed run at once) gets them, derived as now."""
+    plan = copy.deepcopy(dict(plan))
+    if all("comparisons" in p for p in plan["problems"]):
+        return plan
+    for p in plan["problems"]:
+        p.setdefault("looks", [len(p["seeds"])])
+        for g in p["groups"]:
+            g.setdefault("name", f"{g['optimizer']}/{g['schedule']}")
+            g.setdefault("lr_from", None)
+        p["comparisons"] = []
+    _comparisons(plan["problems"])
+    plan.setdefault("confidence", CONFIDENCE)
+    return plan
 
 
 def study_key(plan: Mapping[str, Any]) -> str:

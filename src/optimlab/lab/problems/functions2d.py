@@ -152,6 +152,13 @@ class _Function2DTask(Task):
         return self.w.detach().clone()
 
 
+TITLES = {
+    "rosenbrock": "Rosenbrock",
+    "beale": "Beale",
+    "saddle": "Saddle point",
+    "ill_conditioned": "Ill-conditioned quadratic",
+    "rastrigin": "Rastrigin",
+}
 #: each function in plain text, for the report (the docstrings hold the references)
 FORMULAS = {
     "rosenbrock": "f(x, y) = (1 − x)² + 100 (y − x²)²: a long, curved, flat valley; its "
@@ -238,8 +245,7 @@ def problems() -> list[Function2D]:
             out.append(
                 Function2D(
                     name=f"{name}_noisy" if noisy else name,
-                    title=name.replace("_", "-").capitalize()
-                    + (" (noisy gradients)" if noisy else ""),
+                    title=TITLES[name] + (" (noisy gradients)" if noisy else ""),
                     description=f"{doc} {where.capitalize()}; "
                     + (
                         f"each gradient component gets Gaussian noise of standard deviation "
