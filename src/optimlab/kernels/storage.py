@@ -131,7 +131,8 @@ def quantize(x: Tensor, code: str, codes: Tensor, absmax: Tensor) -> None:
     each element becomes the byte whose value times its block's absmax is nearest."""
     blocks = _blocks(x.detach().float())
     scale = blocks.abs().amax(dim=1, keepdim=True)  # NaN propagates: the block decodes as NaN
-    ratio = (blocks.abs() / scale).nan_to_num(nan=0.0)  # an all-zero block: zeros
+    # |x| times the inverse of the block's absmax (one division per block: the kernels' cost)
+    ratio = (blocks.abs() * (1.0 / scale)).nan_to_num(nan=0.0)  # an all-zero block: zeros
     table = _MAGNITUDES[code]
     upper = torch.searchsorted(table, ratio).clamp(max=len(table) - 1)
     lower = (upper - 1).clamp(min=0)

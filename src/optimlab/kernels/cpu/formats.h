@@ -104,9 +104,10 @@ static INLINE uint32_t q8_magnitude(float r, uint32_t min_exp, float magic)
     return (r != r) ? 0u : code;
 }
 
-static INLINE uint8_t q8_encode(float x, float absmax, int is_unsigned)
+/* `inverse` is 1 / the block's absmax (storage.py: one division per block, not per element). */
+static INLINE uint8_t q8_encode(float x, float inverse, int is_unsigned)
 {
-    float r = (x < 0 ? -x : x) / absmax;
+    float r = (x < 0 ? -x : x) * inverse;
     if (is_unsigned)
         return (uint8_t)q8_magnitude(r, 97u, 0x1p-10f);
     return (uint8_t)(q8_magnitude(r, 113u, 0x1p6f) | (x < 0 ? 0x80u : 0u));

@@ -168,32 +168,217 @@ FOR_DTYPES(DEFINE_LOOP, adam, 7)
 FOR_DTYPES(DEFINE_LOOP, nadam, 3)
 
 /* ---- staged rows: state or params stored in a format of their own -------------------
- * A chunk of STAGE elements (one 8-bit block: a row's chunks start on its block boundaries)
- * is loaded into float32 scratch arrays, which stay in L1, updated there by the optimizer's
- * float update, and stored back: still one pass over memory, and the update never knows how
- * anything is stored.  Formats apply to float32, bfloat16 and float16 params (storage.py). */
-#define STAGE 256
+ * A chunk of CHUNK elements (whole 8-bit blocks of BLOCK8: a row's chunks start on its block
+ * bounds) is loaded into float32 arrays in L1 -- or, for float32 tensors, used where it lies
+ * -- updated there by the optimizer's float update, and stored back: still one pass over
+ * memory, and the update never knows how anything is stored.  Everything below is inlined
+ * into one driver per (optimizer, slot set), so a full chunk runs loops of constant length
+ * (no vector prologues or tails).  Formats apply to float32, bfloat16 and float16 params. */
+#define BLOCK8 256 /* elements per 8-bit absmax (storage.BLOCK) */
+#define CHUNK 512 /* elements staged at once: two blocks, 10 KiB of scratch */
 
-/* A chunk as the update sees it: float32 arrays, either the row's own memory (float32
- * tensors, updated in place: no copy) or scratch arrays in L1 (anything stored otherwise). */
 typedef struct {
     float *p, *g, *s[3];
-    float scratch[5][STAGE];
+    float scratch[5][CHUNK];
 } Chunk;
-
-typedef void (*StagedUpdate)(const float *k, int64_t flags, Chunk *x, int64_t len);
 
 static const int elem_size[NDT] = {4, 8, 2, 2};
 
-#define DEFINE_STAGED(OPT, V)                                                               \
-    TARGETS static void staged_##OPT##_##V(const float *k, int64_t flags, Chunk *x,          \
-                                           int64_t len)                                      \
-    {                                                                                       \
-        float *restrict p = x->p, *restrict s0 = x->s[0], *restrict s1 = x->s[1];           \
-        float *restrict s2 = x->s[2];                                                       \
-        const float *restrict g = x->g;                                                     \
+/* Elements [at, at + len) of an array of dtype `dt` (float32, bfloat16, float16) as floats. */
+static INLINE void load_floats(const void *src, int dt, int64_t at, int64_t len, float *out)
+{
+    const uint16_t *in = (const uint16_t *)src + at;
+    if (dt == DT_F32) {
+        memcpy(out, (const float *)src + at, (size_t)len * sizeof(float));
+    } else if (dt == DT_BF16) {
+        for (int64_t i = 0; i < len; i++)
+            out[i] = bf16_load(in[i]);
+    } else {
+        for (int64_t i = 0; i < len; i++)
+            out[i] = f16_load(in[i]);
+    }
+}
+
+/* The reverse, rounding to nearest even. */
+static INLINE void store_floats(void *dst, int dt, int64_t at, int64_t len, const float *in)
+{
+    uint16_t *out = (uint16_t *)dst + at;
+    if (dt == DT_F32) {
+        memcpy((float *)dst + at, in, (size_t)len * sizeof(float));
+    } else if (dt == DT_BF16) {
+        for (int64_t i = 0; i < len; i++)
+            out[i] = bf16_store(in[i]);
+    } else {
+        for (int64_t i = 0; i < len; i++)
+            out[i] = f16_store(in[i]);
+    }
+}
+
+static INLINE void store_bf16_stochastic(uint16_t *dst, int64_t at, int64_t len,
+                                         const float *in, uint32_t stream)
+{
+    uint32_t e = (uint32_t)at; /* the element's index for the hash, in 32-bit lanes */
+    for (int64_t i = 0; i < len; i++, e++)
+        dst[at + i] = bf16_store_stochastic(in[i], stream, e);
+}
+
+/* The 8-bit blocks of [at, at + len): codes and absmax to floats, and back.  A block's absmax
+ * is its largest |x|, found as the largest bit pattern of |x| (the same order for
+ * non-negative floats, NaN above everything: a NaN makes the whole block NaN). */
+static INLINE void load_q8(const uint8_t *codes, const float *absmax, int is_unsigned,
+                           int64_t at, int64_t len, float *out)
+{
+    for (int64_t block = 0; block < len; block += BLOCK8) {
+        float scale = absmax[(at + block) / BLOCK8];
+        int64_t n = len - block < BLOCK8 ? len - block : BLOCK8;
+        for (int64_t i = 0; i < n; i++)
+            out[block + i] = q8_decode(codes[at + block + i], scale, is_unsigned);
+    }
+}
+
+static INLINE void store_q8(uint8_t *codes, float *absmax, int is_unsigned, int64_t at,
+                            int64_t len, const float *in)
+{
+    for (int64_t block = 0; block < len; block += BLOCK8) {
+        int64_t n = len - block < BLOCK8 ? len - block : BLOCK8;
+        uint32_t top = 0;
+        for (int64_t i = 0; i < n; i++) {
+            uint32_t bits = f32_bits(in[block + i]) & 0x7fffffffu;
+            top = bits > top ? bits : top;
+        }
+        float scale = f32_from_bits(top), inverse = 1.0f / scale;
+        absmax[(at + block) / BLOCK8] = scale;
+        for (int64_t i = 0; i < n; i++)
+            codes[at + block + i] = q8_encode(in[block + i], inverse, is_unsigned);
+    }
+}
+
+static INLINE int in_place(int fmt, int dt) { return fmt == STATE_F32 || (fmt == STATE_NATIVE && dt == DT_F32); }
+
+/* Slot j of the chunk at `at`: the row's own float32 memory, or decoded into scratch. */
+static INLINE float *stage_slot_in(Chunk *x, const Row *row, int j, int fmt, int dt, int64_t at,
+                                   int64_t len)
+{
+    if (in_place(fmt, dt))
+        return (float *)row->s[j] + at;
+    float *out = x->scratch[2 + j];
+    if (fmt == STATE_Q8)
+        load_q8(row->s[j], row->q[j], (int)(row->flags >> (ROW_UNSIGNED_SHIFT + j)) & 1, at,
+                len, out);
+    else
+        load_floats(row->s[j], fmt == STATE_BF16 ? DT_BF16 : dt, at, len, out);
+    return out;
+}
+
+static INLINE void stage_slot_out(const Chunk *x, const Row *row, int j, int fmt, int dt,
+                                  int64_t at, int64_t len, uint32_t stream)
+{
+    if (in_place(fmt, dt))
+        return;
+    if (fmt == STATE_Q8)
+        store_q8(row->s[j], row->q[j], (int)(row->flags >> (ROW_UNSIGNED_SHIFT + j)) & 1, at,
+                 len, x->s[j]);
+    else if (fmt == STATE_BF16)
+        store_bf16_stochastic(row->s[j], at, len, x->s[j], stream);
+    else
+        store_floats(row->s[j], dt, at, len, x->s[j]);
+}
+
+/* Everything a staged chunk needs to know of its row, read once per row. */
+typedef struct {
+    int dt, fmt, rounding, size, slot_size;
+    uint32_t streams[4]; /* state slots 0-2, then the param (storage.PARAM_SLOT) */
+} Staging;
+
+static INLINE Staging staging(const Row *row, uint64_t seed, uint64_t rounding_step)
+{
+    Staging st;
+    st.dt = (int)((row->flags >> ROW_DTYPE_SHIFT) & 15);
+    st.fmt = (int)((row->flags >> ROW_STATE_SHIFT) & 3);
+    st.rounding = (int)((row->flags >> ROW_ROUNDING_SHIFT) & 3);
+    st.size = elem_size[st.dt & 3];
+    st.slot_size = st.fmt == STATE_Q8 ? 1 : st.fmt == STATE_BF16 ? 2 : st.fmt == STATE_F32 ? 4
+                                                                                   : st.size;
+    for (uint32_t j = 0; j < 4; j++)
+        st.streams[j] = sr_stream(seed, rounding_step, (uint64_t)row->key, j);
+    return st;
+}
+
+/* A later chunk of every array of a staged row, into the caches: the loops are short and
+ * there are many streams, so the hardware prefetchers alone fall behind. */
+#define AHEAD 8
+static INLINE void prefetch_chunk(const Row *row, int variant, const Staging *st, int64_t at)
+{
+    for (int64_t byte = 0; byte < CHUNK * st->size; byte += 64) {
+        __builtin_prefetch((const char *)row->p + at * st->size + byte, 1, 3);
+        __builtin_prefetch((const char *)row->g + at * st->size + byte, 0, 3);
+    }
+    for (int j = 0; j < 3; j++) {
+        if (variant & (1 << j)) {
+            for (int64_t byte = 0; byte < CHUNK * st->slot_size; byte += 64)
+                __builtin_prefetch((const char *)row->s[j] + at * st->slot_size + byte, 1, 3);
+        }
+    }
+}
+
+/* Load the chunk at `at` (param, grad, slots), unscaling the grad. */
+static INLINE void stage_in(Chunk *x, const Row *row, int variant, const Staging *st, int64_t at,
+                            int64_t len, float scale)
+{
+    if (st->dt == DT_F32) { /* float32 params and grads: in place */
+        x->p = (float *)row->p + at;
+        x->g = (float *)row->g + at;
+    } else {
+        x->p = x->scratch[0];
+        x->g = x->scratch[1];
+        load_floats(row->p, st->dt, at, len, x->p);
+        load_floats(row->g, st->dt, at, len, x->g);
+    }
+    if (st->rounding == ROUND_KAHAN) {
+        const uint16_t *comp = (const uint16_t *)row->c + at;
+        for (int64_t i = 0; i < len; i++)
+            x->p[i] = x->p[i] + bf16_load(comp[i]);
+    }
+    if (scale != 0.0f) { /* GradScaler: unscale, and leave the grads unscaled as torch */
+        for (int64_t i = 0; i < len; i++)
+            x->g[i] = x->g[i] / scale;
+        if (st->dt != DT_F32)
+            store_floats(row->g, st->dt, at, len, x->g);
+    }
+    for (int j = 0; j < 3; j++)
+        x->s[j] = (variant & (1 << j)) ? stage_slot_in(x, row, j, st->fmt, st->dt, at, len) : NULL;
+}
+
+/* Store the chunk back: the slots in their format, the param with its rounding. */
+static INLINE void stage_out(const Chunk *x, const Row *row, int variant, const Staging *st,
+                             int64_t at, int64_t len)
+{
+    for (int j = 0; j < 3; j++) {
+        if (variant & (1 << j))
+            stage_slot_out(x, row, j, st->fmt, st->dt, at, len, st->streams[j]);
+    }
+    if (st->rounding == ROUND_STOCHASTIC) {
+        store_bf16_stochastic(row->p, at, len, x->p, st->streams[3]);
+    } else if (st->rounding == ROUND_KAHAN) { /* the weight to nearest, the rest in comp */
+        uint16_t *p = (uint16_t *)row->p + at, *comp = (uint16_t *)row->c + at;
+        for (int64_t i = 0; i < len; i++) {
+            uint16_t rounded = bf16_store(x->p[i]);
+            p[i] = rounded;
+            comp[i] = bf16_store(x->p[i] - bf16_load(rounded));
+        }
+    } else if (st->dt != DT_F32) {
+        store_floats(row->p, st->dt, at, len, x->p);
+    }
+}
+
+/* The update of a chunk: the optimizer's float function over its arrays. */
+#define STAGED_UPDATE(OPT, V, LEN)                                                           \
+    do {                                                                                    \
+        float *restrict p = x.p, *restrict s0 = x.s[0], *restrict s1 = x.s[1];              \
+        float *restrict s2 = x.s[2];                                                        \
+        const float *restrict g = x.g;                                                      \
         (void)s0, (void)s1, (void)s2;                                                       \
-        for (int64_t i = 0; i < len; i++) {                                                 \
+        for (int64_t i = 0; i < (LEN); i++) {                                               \
             float S[3] = {0.0f, 0.0f, 0.0f};                                                \
             if ((V) & 1) S[0] = s0[i];                                                      \
             if ((V) & 2) S[1] = s1[i];                                                      \
@@ -202,6 +387,105 @@ static const int elem_size[NDT] = {4, 8, 2, 2};
             if ((V) & 1) s0[i] = S[0];                                                      \
             if ((V) & 2) s1[i] = S[1];                                                      \
             if ((V) & 4) s2[i] = S[2];                                                      \
+        }                                                                                   \
+    } while (0)
+
+/* The two formats that make float32 training faster (fewer bytes per parameter), each in one
+ * fused loop as the in-dtype kernels are: float32 params with bfloat16 state (decode, update,
+ * round stochastically, per element) and with 8-bit state (per block: decode and update,
+ * keeping the new state in L1; then the block's absmax, and encode).  Staging in chunks
+ * (below) serves every other combination. */
+#define UNSCALED(i) (scale != 0.0f ? g[i] / scale : g[i])
+
+#define FUSED_BF16(OPT, V)                                                                  \
+    do {                                                                                    \
+        float *restrict p = row->p, *restrict g = row->g;                                   \
+        uint16_t *restrict b0 = row->s[0], *restrict b1 = row->s[1], *restrict b2 = row->s[2]; \
+        (void)b0, (void)b1, (void)b2;                                                       \
+        uint32_t e = (uint32_t)a; /* the element's index for the hash, in 32-bit lanes */   \
+        for (int64_t i = a; i < b; i++, e++) {                                              \
+            float G = UNSCALED(i), S[3] = {0.0f, 0.0f, 0.0f};                               \
+            if (scale != 0.0f) g[i] = G;                                                    \
+            if ((V) & 1) S[0] = bf16_load(b0[i]);                                           \
+            if ((V) & 2) S[1] = bf16_load(b1[i]);                                           \
+            if ((V) & 4) S[2] = bf16_load(b2[i]);                                           \
+            OPT##_f(k, flags, (V), &p[i], G, S);                                           \
+            if ((V) & 1) b0[i] = bf16_store_stochastic(S[0], st.streams[0], e);             \
+            if ((V) & 2) b1[i] = bf16_store_stochastic(S[1], st.streams[1], e);             \
+            if ((V) & 4) b2[i] = bf16_store_stochastic(S[2], st.streams[2], e);             \
+        }                                                                                   \
+    } while (0)
+
+#define FUSED_Q8(OPT, V)                                                                    \
+    do {                                                                                    \
+        float *restrict p = row->p, *restrict g = row->g;                                   \
+        int u0 = (int)(row->flags >> ROW_UNSIGNED_SHIFT) & 1;                               \
+        int u1 = (int)(row->flags >> (ROW_UNSIGNED_SHIFT + 1)) & 1;                         \
+        int u2 = (int)(row->flags >> (ROW_UNSIGNED_SHIFT + 2)) & 1;                         \
+        float fresh[3][BLOCK8];                                                             \
+        for (int64_t at = a; at < b; at += BLOCK8) {                                        \
+            int64_t n = b - at < BLOCK8 ? b - at : BLOCK8, blk = at / BLOCK8;               \
+            const uint8_t *restrict c0 = (const uint8_t *)row->s[0] + at;                   \
+            const uint8_t *restrict c1 = (const uint8_t *)row->s[1] + at;                   \
+            const uint8_t *restrict c2 = (const uint8_t *)row->s[2] + at;                   \
+            float a0 = (V) & 1 ? ((const float *)row->q[0])[blk] : 0.0f;                    \
+            float a1 = (V) & 2 ? ((const float *)row->q[1])[blk] : 0.0f;                    \
+            float a2 = (V) & 4 ? ((const float *)row->q[2])[blk] : 0.0f;                    \
+            (void)c0, (void)c1, (void)c2, (void)a0, (void)a1, (void)a2;                     \
+            for (int64_t i = 0; i < n; i++) {                                               \
+                float G = UNSCALED(at + i), S[3] = {0.0f, 0.0f, 0.0f};                      \
+                if (scale != 0.0f) g[at + i] = G;                                           \
+                if ((V) & 1) S[0] = q8_decode(c0[i], a0, u0);                               \
+                if ((V) & 2) S[1] = q8_decode(c1[i], a1, u1);                               \
+                if ((V) & 4) S[2] = q8_decode(c2[i], a2, u2);                               \
+                OPT##_f(k, flags, (V), &p[at + i], G, S);                                  \
+                if ((V) & 1) fresh[0][i] = S[0];                                            \
+                if ((V) & 2) fresh[1][i] = S[1];                                            \
+                if ((V) & 4) fresh[2][i] = S[2];                                            \
+            }                                                                               \
+            for (int j = 0; j < 3; j++) {                                                   \
+                if ((V) & (1 << j))                                                         \
+                    store_q8(row->s[j], row->q[j], (int)(row->flags >> (ROW_UNSIGNED_SHIFT + j)) & 1, \
+                             at, n, fresh[j]);                                              \
+            }                                                                               \
+        }                                                                                   \
+    } while (0)
+
+/* Elements [a, b) of a staged row (a, and b unless it is the row's end, on block bounds):
+ * full chunks with a constant length, then what is left. */
+typedef void (*Staged)(const double *dk, int64_t flags, const Row *row, int64_t a, int64_t b,
+                       float scale, uint64_t seed, uint64_t rounding_step);
+
+#define DEFINE_STAGED(OPT, V)                                                               \
+    TARGETS static void staged_##OPT##_##V(const double *dk, int64_t flags, const Row *row,  \
+                                           int64_t a, int64_t b, float scale, uint64_t seed,  \
+                                           uint64_t rounding_step)                           \
+    {                                                                                       \
+        float k[NK];                                                                        \
+        for (int j = 0; j < NK; j++)                                                        \
+            k[j] = (float)dk[j];                                                            \
+        Staging st = staging(row, seed, rounding_step);                                     \
+        if (st.dt == DT_F32 && st.rounding == ROUND_NEAREST && st.fmt == STATE_BF16) {      \
+            FUSED_BF16(OPT, V);                                                             \
+            return;                                                                         \
+        }                                                                                   \
+        if (st.dt == DT_F32 && st.rounding == ROUND_NEAREST && st.fmt == STATE_Q8) {        \
+            FUSED_Q8(OPT, V);                                                               \
+            return;                                                                         \
+        }                                                                                   \
+        Chunk x;                                                                            \
+        int64_t at = a;                                                                     \
+        for (; at + CHUNK <= b; at += CHUNK) {                                              \
+            if (at + (AHEAD + 1) * CHUNK <= b)                                              \
+                prefetch_chunk(row, (V), &st, at + AHEAD * CHUNK);                          \
+            stage_in(&x, row, (V), &st, at, CHUNK, scale);                                  \
+            STAGED_UPDATE(OPT, V, CHUNK);                                                   \
+            stage_out(&x, row, (V), &st, at, CHUNK);                                        \
+        }                                                                                   \
+        if (at < b) {                                                                       \
+            stage_in(&x, row, (V), &st, at, b - at, scale);                                 \
+            STAGED_UPDATE(OPT, V, b - at);                                                  \
+            stage_out(&x, row, (V), &st, at, b - at);                                       \
         }                                                                                   \
     }
 
@@ -215,185 +499,6 @@ DEFINE_STAGED(rmsprop, 7)
 DEFINE_STAGED(adam, 3)
 DEFINE_STAGED(adam, 7)
 DEFINE_STAGED(nadam, 3)
-
-/* Elements [at, at + len) of an array of dtype `dt` (float32, bfloat16, float16) as floats. */
-TARGETS static void load_floats(const void *src, int dt, int64_t at, int64_t len, float *out)
-{
-    if (dt == DT_F32) {
-        memcpy(out, (const float *)src + at, (size_t)len * sizeof(float));
-    } else if (dt == DT_BF16) {
-        const uint16_t *in = (const uint16_t *)src + at;
-        for (int64_t i = 0; i < len; i++)
-            out[i] = bf16_load(in[i]);
-    } else {
-        const uint16_t *in = (const uint16_t *)src + at;
-        for (int64_t i = 0; i < len; i++)
-            out[i] = f16_load(in[i]);
-    }
-}
-
-/* The reverse, rounding to nearest even. */
-TARGETS static void store_floats(void *dst, int dt, int64_t at, int64_t len, const float *in)
-{
-    if (dt == DT_F32) {
-        memcpy((float *)dst + at, in, (size_t)len * sizeof(float));
-    } else if (dt == DT_BF16) {
-        uint16_t *out = (uint16_t *)dst + at;
-        for (int64_t i = 0; i < len; i++)
-            out[i] = bf16_store(in[i]);
-    } else {
-        uint16_t *out = (uint16_t *)dst + at;
-        for (int64_t i = 0; i < len; i++)
-            out[i] = f16_store(in[i]);
-    }
-}
-
-TARGETS static void store_bf16_stochastic(uint16_t *dst, int64_t at, int64_t len,
-                                          const float *in, uint32_t stream)
-{
-    for (int64_t i = 0; i < len; i++)
-        dst[at + i] = bf16_store_stochastic(in[i], stream, (uint32_t)(at + i));
-}
-
-/* Block `at / STAGE` of an 8-bit slot: its codes and absmax to floats, and back.  The absmax
- * is the largest |x| of the block, found as the largest bit pattern of |x| (the same order
- * for non-negative floats, NaN above everything: a NaN makes the whole block NaN). */
-TARGETS static void load_q8(const uint8_t *codes, const float *absmax, int is_unsigned,
-                            int64_t at, int64_t len, float *out)
-{
-    float scale = absmax[at / STAGE];
-    for (int64_t i = 0; i < len; i++)
-        out[i] = q8_decode(codes[at + i], scale, is_unsigned);
-}
-
-TARGETS static void store_q8(uint8_t *codes, float *absmax, int is_unsigned, int64_t at,
-                             int64_t len, const float *in)
-{
-    uint32_t top = 0;
-    for (int64_t i = 0; i < len; i++) {
-        uint32_t bits = f32_bits(in[i]) & 0x7fffffffu;
-        top = bits > top ? bits : top;
-    }
-    float scale = f32_from_bits(top);
-    absmax[at / STAGE] = scale;
-    for (int64_t i = 0; i < len; i++)
-        codes[at + i] = q8_encode(in[i], scale, is_unsigned);
-}
-
-/* Slot j of the chunk at `at`: the row's own float32 memory, or decoded into scratch. */
-static float *stage_slot_in(Chunk *x, const Row *row, int j, int fmt, int dt, int64_t at,
-                            int64_t len)
-{
-    if (fmt == STATE_F32 || (fmt == STATE_NATIVE && dt == DT_F32))
-        return (float *)row->s[j] + at;
-    float *out = x->scratch[2 + j];
-    if (fmt == STATE_Q8)
-        load_q8(row->s[j], row->q[j], (int)(row->flags >> (ROW_UNSIGNED_SHIFT + j)) & 1, at,
-                len, out);
-    else
-        load_floats(row->s[j], fmt == STATE_BF16 ? DT_BF16 : dt, at, len, out);
-    return out;
-}
-
-static void stage_slot_out(const Chunk *x, const Row *row, int j, int fmt, int dt, int64_t at,
-                           int64_t len, uint32_t stream)
-{
-    if (fmt == STATE_F32 || (fmt == STATE_NATIVE && dt == DT_F32))
-        return; /* updated in place */
-    if (fmt == STATE_Q8)
-        store_q8(row->s[j], row->q[j], (int)(row->flags >> (ROW_UNSIGNED_SHIFT + j)) & 1, at,
-                 len, x->s[j]);
-    else if (fmt == STATE_BF16)
-        store_bf16_stochastic(row->s[j], at, len, x->s[j], stream);
-    else
-        store_floats(row->s[j], dt, at, len, x->s[j]);
-}
-
-/* A later chunk of every array of a staged row, into the caches. */
-#define AHEAD 4
-static void prefetch_chunk(const Row *row, int variant, int64_t at, int size, int slot_size)
-{
-    for (int64_t byte = 0; byte < STAGE * size; byte += 64) {
-        __builtin_prefetch((const char *)row->p + at * size + byte, 1, 3);
-        __builtin_prefetch((const char *)row->g + at * size + byte, 0, 3);
-    }
-    for (int j = 0; j < 3; j++) {
-        if (!(variant & (1 << j)))
-            continue;
-        for (int64_t byte = 0; byte < STAGE * slot_size; byte += 64)
-            __builtin_prefetch((const char *)row->s[j] + at * slot_size + byte, 1, 3);
-    }
-    if (row->c != NULL) {
-        for (int64_t byte = 0; byte < STAGE * 2; byte += 64)
-            __builtin_prefetch((const char *)row->c + at * 2 + byte, 1, 3);
-    }
-}
-
-/* Elements [a, b) of a staged row (a, and b unless it is the row's end, on block bounds). */
-static void run_staged(StagedUpdate update, int variant, const double *dk, int64_t flags,
-                       const Row *row, int64_t a, int64_t b, float scale, uint64_t seed,
-                       uint64_t rounding_step)
-{
-    float k[NK];
-    for (int j = 0; j < NK; j++)
-        k[j] = (float)dk[j];
-    int dt = (int)((row->flags >> ROW_DTYPE_SHIFT) & 15);
-    int fmt = (int)((row->flags >> ROW_STATE_SHIFT) & 3);
-    int rounding = (int)((row->flags >> ROW_ROUNDING_SHIFT) & 3);
-    uint32_t streams[4]; /* state slots 0-2, then the param (storage.PARAM_SLOT) */
-    for (uint32_t j = 0; j < 4; j++)
-        streams[j] = sr_stream(seed, rounding_step, (uint64_t)row->key, j);
-    /* each array's element size: the param's and grad's dtype, the slots' format */
-    int size = elem_size[dt & 3], slot_size = fmt == STATE_Q8     ? 1
-                                            : fmt == STATE_BF16 ? 2
-                                            : fmt == STATE_F32  ? 4
-                                                                : size;
-    Chunk x;
-    for (int64_t at = a; at < b; at += STAGE) {
-        int64_t len = b - at < STAGE ? b - at : STAGE;
-        if (at + AHEAD * STAGE < b) /* short loops over several streams: ask for them early */
-            prefetch_chunk(row, variant, at + AHEAD * STAGE, size, slot_size);
-        if (dt == DT_F32) { /* float32 params and grads: in place */
-            x.p = (float *)row->p + at;
-            x.g = (float *)row->g + at;
-        } else {
-            x.p = x.scratch[0];
-            x.g = x.scratch[1];
-            load_floats(row->p, dt, at, len, x.p);
-            load_floats(row->g, dt, at, len, x.g);
-        }
-        if (rounding == ROUND_KAHAN) {
-            const uint16_t *comp = (const uint16_t *)row->c + at;
-            for (int64_t i = 0; i < len; i++)
-                x.p[i] = x.p[i] + bf16_load(comp[i]);
-        }
-        if (scale != 0.0f) { /* GradScaler: unscale, and leave the grads unscaled as torch */
-            for (int64_t i = 0; i < len; i++)
-                x.g[i] = x.g[i] / scale;
-            if (dt != DT_F32)
-                store_floats(row->g, dt, at, len, x.g);
-        }
-        for (int j = 0; j < 3; j++)
-            x.s[j] = (variant & (1 << j)) ? stage_slot_in(&x, row, j, fmt, dt, at, len) : NULL;
-        update(k, flags, &x, len);
-        for (int j = 0; j < 3; j++) {
-            if (variant & (1 << j))
-                stage_slot_out(&x, row, j, fmt, dt, at, len, streams[j]);
-        }
-        if (rounding == ROUND_STOCHASTIC) {
-            store_bf16_stochastic(row->p, at, len, x.p, streams[3]);
-        } else if (rounding == ROUND_KAHAN) { /* the weight to nearest, the rest in comp */
-            uint16_t *p = (uint16_t *)row->p + at, *comp = (uint16_t *)row->c + at;
-            for (int64_t i = 0; i < len; i++) {
-                uint16_t rounded = bf16_store(x.p[i]);
-                p[i] = rounded;
-                comp[i] = bf16_store(x.p[i] - bf16_load(rounded));
-            }
-        } else if (dt != DT_F32) {
-            store_floats(row->p, dt, at, len, x.p);
-        }
-    }
-}
 
 static int staged(const Row *row)
 {
@@ -492,7 +597,7 @@ typedef struct {
     int counters; /* 0: none, 1: step, 2: step and mu_product */
     Prepare prepare;
     Loop loops[NV][NDT];      /* by slot set V, then dtype */
-    StagedUpdate staged[NV]; /* by slot set V: rows stored in a format of their own */
+    Staged staged[NV];   /* by slot set V: rows stored in a format of their own */
 } Kernel;
 
 static const Kernel kernels[] = {
@@ -579,10 +684,9 @@ static void run_share(const Kernel *kern, int variant, const double *h, int64_t 
         int64_t a = (lo > begin ? lo : begin) - begin, b = (hi < end ? hi : end) - begin;
         int64_t flags = call_flags | (row->flags & F_FRESH);
         if (staged(row)) { /* both threads at a split move it to the same block bound */
-            a -= a % STAGE;
-            b = b == row->n ? b : b - b % STAGE;
-            run_staged(kern->staged[variant], variant, dk, flags, row, a, b, scale, seed,
-                       rounding_step);
+            a -= a % BLOCK8;
+            b = b == row->n ? b : b - b % BLOCK8;
+            kern->staged[variant](dk, flags, row, a, b, scale, seed, rounding_step);
             continue;
         }
         int dtype = (int)((row->flags >> ROW_DTYPE_SHIFT) & 15);

@@ -164,7 +164,8 @@ def _magnitude(r, MIN_EXP: tl.constexpr, MAGIC: tl.constexpr):
 def _encode(x, absmax, UNSIGNED: tl.constexpr):
     """The byte whose value times ``absmax`` is nearest to ``x``."""
     bits = x.to(tl.uint32, bitcast=True)
-    r = tl.fdiv((bits & 0x7FFFFFFF).to(tl.float32, bitcast=True), absmax, ieee_rounding=True)
+    inverse = tl.fdiv(tl.full(absmax.shape, 1.0, tl.float32), absmax, ieee_rounding=True)
+    r = (bits & 0x7FFFFFFF).to(tl.float32, bitcast=True) * inverse  # (storage.quantize's)
     if UNSIGNED:
         code = _magnitude(r, U_MIN_EXP, U_MAGIC)
     else:
