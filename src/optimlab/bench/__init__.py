@@ -89,7 +89,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="A,B",
         default=[name for name, case in OPTIMIZERS.items() if case.default],
         help=f"comma-separated, from: {', '.join(OPTIMIZERS)} (default: all but AdamW-8bit, "
-        "which also times torchao's and bitsandbytes' where they are installed)",
+        "which also times torchao's and bitsandbytes' where they are installed); -bf16 and "
+        "-8bit rows store optimlab's state so, against torch's float32 state",
     )
     parser.add_argument(
         "--layouts",

@@ -47,10 +47,12 @@ OPTIMIZERS: dict[str, Case] = {
     "Adam": Case("Adam", dict(lr=1e-3), 2),
     "AdamW": Case("AdamW", dict(lr=1e-3), 2),
     "NAdam": Case("NAdam", dict(lr=1e-3), 2),
+    # optimlab's stored state against torch's float32 state: the same update, fewer bytes
+    "Adam-bf16": Case("Adam", dict(lr=1e-3), 2, "bf16", dict(state_precision="bf16")),
+    "Adam-8bit": Case("Adam", dict(lr=1e-3), 2, "8bit", dict(state_precision="8bit")),
     # not by default: torchao's compiles for tens of seconds on CPU, and steps slowly there
     "AdamW-8bit": Case("AdamW", dict(lr=1e-3), 2, "8bit", dict(state_precision="8bit"),
-                       in_torch=False, peers=("torchao AdamW8bit", "bnb AdamW8bit"),
-                       default=False),
+                       peers=("torchao AdamW8bit", "bnb AdamW8bit"), default=False),
 }  # fmt: skip
 # other libraries' implementations: (module, class); each runs where its module imports
 PEERS: dict[str, tuple[str, str]] = {
