@@ -81,6 +81,7 @@ LAYOUTS: dict[str, tuple[str, Callable[[], list[tuple[int, ...]]]]] = {
     "large": ("one tensor of 16M elements", lambda: [(16 * 1024 * 1024,)]),
     "gpt2": ("GPT-2 small at 1/4 width (148 tensors)", gpt2_shapes),
     "small": ("1,000 tensors of 1,024 elements", lambda: [(1024,)] * 1000),
+    "small-flat": ("the same after optimlab.flatten_parameters", lambda: [(1024,)] * 1000),
 }
 
 
@@ -92,6 +93,14 @@ def make_params(layout: str, device: torch.device) -> list[torch.Tensor]:
         param = torch.empty(shape).uniform_(-0.1, 0.1, generator=gen).to(device)
         param.grad = torch.empty(shape).uniform_(-1e-3, 1e-3, generator=gen).to(device)
         params.append(param.requires_grad_())
+    if layout.endswith("-flat"):  # params and grads end to end, as flatten_parameters makes them
+        grads = [p.grad for p in params]
+        module = torch.nn.ParameterList(params)
+        (buffer,) = optimlab.flatten_parameters(module).buffers
+        params = list(buffer.params)
+        for param, grad, offset in zip(params, grads, buffer.offsets, strict=True):
+            param.grad = buffer.grad[offset : offset + param.numel()].view_as(param)
+            param.grad.copy_(grad)
     return params
 
 
