@@ -65,6 +65,7 @@ STUDY = [
     ("no seeds", ["--seeds", ""], None, None),
     ("empty problem name", ["--problems", "rosenbrock,"], None, None),
     ("unknown schedule", ["--schedules", "cosine,cosin"], None, None),
+    ("bf16 weights, no model", ["--problems=saddle", "--optimizers=adam_bf16_kahan"], None, None),
     ("stray argument", ["rosenbrock"], None, None),
     ("toml syntax", [], ("a.toml", "seeds = [0, 1"), None),
     ("json syntax", [], ("a.json", '{"profile": "quick",}'), None),

@@ -271,7 +271,7 @@ def test_report_from_the_fixture(store, tmp_path, monkeypatch):
     for number in ("1", "2", "3", "4", "5", "6a", "6b", "7", "L1", "L2", "L3"):
         assert f"<a href='#claim-{number}'>{number}</a>" in html
         assert f"id='claim-{number}'" in html
-    assert "6 of 8 claims held" in html
+    assert "6 of the lecture's 8 claims held" in html
     assert "<span class='v not-held'>not held</span>" in html
     assert "<span class='v undecided'>undecided</span>" in html
     for name in ("ill_conditioned", "digits_mlp", "charlm", "rastrigin"):

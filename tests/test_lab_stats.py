@@ -1,7 +1,8 @@
 """The lab's comparison statistics against scipy and against simulation.
 
-The oracle for the interval is scipy's one-sample t test on the differences; the
-sequential procedure's promises (coverage, the error rate across looks, the
+The oracle for the interval is scipy's one-sample t test on the differences (for an
+equivalence, scipy's two one-sided t tests against the margins); the sequential
+procedure's promises (coverage, the error rate across looks, the
 power at the reported detectable effect) are checked by simulating many studies
 with a known truth.  Simulation tolerances are 4 binomial standard errors.
 """
@@ -14,7 +15,7 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from optimlab.lab.stats import detectable, paired_interval, sequential
+from optimlab.lab.stats import SAME, detectable, equivalence, paired_interval, sequential
 
 TRIALS = 4000
 
@@ -80,3 +81,64 @@ def test_sequential_stops_at_the_first_look_that_decides():
     assert early is None  # not enough seeds for the first look yet
     partial = sequential([0.1, -0.3, 0.2, -0.1, 0.05, 0.0, 0.1], (5, 10), 0.95)
     assert partial.look == 0 and not partial.final and partial.detectable is None
+
+
+def _tost(d, margin: float, alpha: float) -> str | None:
+    """Two one-sided tests by scipy: SAME if both reject at ``alpha``, "b" / "a" if the
+    difference is beyond the margin on that side, None otherwise."""
+    above = scipy_stats.ttest_1samp(d, -margin, alternative="greater").pvalue
+    below = scipy_stats.ttest_1samp(d, margin, alternative="less").pvalue
+    if above < alpha and below < alpha:
+        return SAME
+    if scipy_stats.ttest_1samp(d, margin, alternative="greater").pvalue < alpha:
+        return "b"
+    if scipy_stats.ttest_1samp(d, -margin, alternative="less").pvalue < alpha:
+        return "a"
+    return None
+
+
+@pytest.mark.parametrize(
+    ("mean", "sd", "margin", "expected"),
+    [
+        (0.0, 0.05, 0.2, SAME),  # well inside
+        (0.18, 0.05, 0.2, None),  # the interval reaches past +margin
+        (0.5, 0.05, 0.2, "b"),  # a is worse by more than the margin
+        (-0.5, 0.05, 0.2, "a"),  # a is better by more than the margin
+        (0.0, 0.5, 0.2, None),  # too noisy to say
+    ],
+)
+def test_equivalence_is_two_one_sided_t_tests(mean, sd, margin, expected):
+    rng = np.random.default_rng(7)
+    z = rng.normal(0.0, 1.0, 8)
+    d = mean + sd * (z - z.mean()) / z.std(ddof=1)  # exactly this mean and sd
+    decision = equivalence(list(d), (8,), 0.95, lambda n: margin)
+    assert decision.better == expected == _tost(d, margin, 0.05)
+    assert decision.margin == margin
+    assert (decision.detectable is None) == (expected is not None)
+
+
+def test_equivalence_looks_split_alpha_and_read_the_margin_of_their_seeds():
+    d = [0.05, -0.04, 0.06, -0.05, 0.0, 0.01, -0.01, 0.02, -0.02, 0.0]
+    margins = []
+
+    def margin(n):
+        margins.append(n)
+        return 0.05
+
+    decision = equivalence(d, (5, 10), 0.95, margin)
+    assert margins == [5, 10] and decision.look == 1  # undecided after 5, decided after 10
+    assert decision.better == _tost(np.array(d), 0.05, 0.025) == SAME
+    assert _tost(np.array(d[:5]), 0.05, 0.025) is None
+    identical = equivalence([0.0] * 5, (5,), 0.95, lambda n: 0.01)
+    assert identical.better == SAME and identical.interval.lo == identical.interval.hi == 0.0
+
+
+def test_equivalence_within_the_margin_is_declared_wrongly_at_most_5_percent_of_the_time():
+    """A true difference exactly at the margin: "the same" at most 5 % of the time, over
+    three looks."""
+    rng = np.random.default_rng(3)
+    wrong = sum(
+        equivalence(rng.normal(0.5, 1.0, 15), (5, 10, 15), 0.95, lambda n: 0.5).better == SAME
+        for _ in range(TRIALS)
+    )
+    assert wrong / TRIALS <= 0.05 + 4 * math.sqrt(0.05 * 0.95 / TRIALS)

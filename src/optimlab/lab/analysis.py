@@ -129,7 +129,7 @@ class Group:
         text = catalog.OPTIMIZERS[self.optimizer].label
         if self.schedule != "constant":
             text += f", {catalog.SCHEDULES[self.schedule].label}"
-        if self.lr_from and self.optimizer not in catalog.FORMS:
+        if self.lr_from and self.optimizer not in catalog.BESIDE:
             text += f" at {self.lr_from['group'].split('/')[0]}'s lr"
             if self.lr_from["scale"] != 1:
                 text += f" × {self.lr_from['scale']:g}"

@@ -29,6 +29,8 @@ class OptimizerSpec:
     kwargs: dict[str, Any] = field(default_factory=dict)
     family: str = "sgd"  # which learning-rate guess of a problem applies (problems.FAMILIES)
     lecture: str = ""
+    #: the dtype the model's parameters are stored (and computed) in
+    param_dtype: str = "float32"
 
 
 # sorted by the lecture's order
@@ -79,6 +81,34 @@ OPTIMIZERS: dict[str, OptimizerSpec] = {
             {"alpha": 0.99, "eps_inside_sqrt": True}, "rmsprop",
             "slide 8 verbatim: dw / sqrt(avg + eps)",
         ),
+        # Adam with its state or its parameters stored in low precision (optimlab's
+        # state_precision and param_rounding), run beside float32 Adam at its lr
+        OptimizerSpec(
+            "adam_bf16_state", "Adam, bf16 state", "Adam",
+            {"betas": [0.9, 0.999], "state_precision": "bf16"}, "adam",
+            "Adam, both moments stored in bfloat16 with stochastic rounding",
+        ),
+        OptimizerSpec(
+            "adam_8bit_state", "Adam, 8-bit state", "Adam",
+            {"betas": [0.9, 0.999], "state_precision": "8bit"}, "adam",
+            "Adam, both moments in 8-bit blocks of 256 with a float32 absmax each "
+            "(tensors under 4,096 elements stay float32)",
+        ),
+        *(
+            OptimizerSpec(
+                f"adam_bf16_{rounding}", f"Adam, bf16 weights, {how}", "Adam",
+                {"betas": [0.9, 0.999], "state_precision": "fp32", "param_rounding": rounding},
+                "adam", f"Adam on a bfloat16 model (float32 state), {text}",
+                param_dtype="bfloat16",
+            )
+            for rounding, how, text in (
+                ("nearest", "round to nearest", "each updated weight rounded to the nearest"),
+                ("stochastic", "stochastic rounding", "each updated weight rounded up or down "
+                 "at random, unbiased"),
+                ("kahan", "Kahan summation", "rounded to nearest, a bfloat16 buffer keeping "
+                 "what each rounding lost"),
+            )
+        ),
     )
 }  # fmt: skip
 
@@ -91,11 +121,28 @@ FORMS = {
 }
 
 
-def build_optimizer(name: str, params: list[torch.Tensor], lr: float) -> torch.optim.Optimizer:
+#: the low-precision variants: (float32 group they run beside, what is stored low)
+PRECISIONS = {
+    "adam_bf16_state": ("adam", "state"),
+    "adam_8bit_state": ("adam", "state"),
+    "adam_bf16_nearest": ("adam", "params"),
+    "adam_bf16_stochastic": ("adam", "params"),
+    "adam_bf16_kahan": ("adam", "params"),
+}
+#: optimizers that only run beside another one, at its tuned lr: their source
+BESIDE = {**FORMS, **{name: source for name, (source, _) in PRECISIONS.items()}}
+
+
+def build_optimizer(
+    name: str, params: list[torch.Tensor], lr: float, seed: int = 0
+) -> torch.optim.Optimizer:
+    """``seed`` seeds stochastic rounding (a run's seed: seeds differ in their rounding too)."""
     spec = OPTIMIZERS[name]
     kwargs = dict(spec.kwargs)
     if "betas" in kwargs:
         kwargs["betas"] = tuple(kwargs["betas"])
+    if "state_precision" in kwargs or "param_rounding" in kwargs:
+        kwargs["rounding_seed"] = seed
     return getattr(optimlab, spec.cls)(params, lr=lr, **kwargs)
 
 

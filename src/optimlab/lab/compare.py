@@ -5,23 +5,25 @@ A comparison is one row of a problem's plan — ``{"claim", "a", "b", "metric",
 run from the stored series; lower is better for every metric, and the
 difference is ``a - b``, so "a is better" is a negative difference.  Adding a
 claim-style comparison is one row in :mod:`.plan` (and a metric here if it
-needs a new one).
+needs a new one).  A row with a ``margin`` (a key of :data:`MARGINS`) asks for
+equivalence instead: does ``a`` do as well as ``b``, within that margin?
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+import statistics
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from .analysis import Group, Study, steps_to_target, target_of
-from .stats import Decision, sequential
+from .stats import Decision, equivalence, sequential
 from .store import RunRow, Store
 
-__all__ = ["METRICS", "Comparison", "Metric", "comparisons_of", "study_comparisons"]
+__all__ = ["MARGINS", "METRICS", "Comparison", "Metric", "comparisons_of", "study_comparisons"]
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,15 @@ METRICS: dict[str, Metric] = {
 }
 
 
+def _seed_sd(b: Sequence[float]) -> float:
+    """The standard deviation of ``b``'s metric over its seeds: what changing the seed does."""
+    return statistics.stdev(b) if len(b) > 1 else math.inf
+
+
+#: equivalence margins, from the reference group's values over the seeds looked at
+MARGINS: dict[str, Callable[[Sequence[float]], float]] = {"seed_sd": _seed_sd}
+
+
 @dataclass
 class Comparison:
     claim: str
@@ -89,6 +100,8 @@ class Comparison:
     metric: Metric
     looks: tuple[int, ...]
     confidence: float
+    #: a key of MARGINS: an equivalence comparison (None: which one is better)
+    margin: str | None = None
 
     def values(self, store: Store, group: Group) -> list[float]:
         return [self.metric.value(store, group, r) for r in group.runs]
@@ -100,7 +113,12 @@ class Comparison:
 
     def decision(self, store: Store) -> Decision | None:
         pairs = self.pairs(store)
-        return sequential([x - y for x, y in pairs], self.looks, self.confidence)
+        differences = [x - y for x, y in pairs]
+        if self.margin is None:
+            return sequential(differences, self.looks, self.confidence)
+        margin = MARGINS[self.margin]
+        b = [y for _, y in pairs]
+        return equivalence(differences, self.looks, self.confidence, lambda n: margin(b[:n]))
 
     def seeds_wanted(self, store: Store) -> int:
         """How many seeds both groups need now: the next look while undecided."""
@@ -127,6 +145,7 @@ def comparisons_of(
                     METRICS[c["metric"]],
                     tuple(c["looks"]),
                     confidence,
+                    c.get("margin"),
                 )  # fmt: skip
             )
     return out

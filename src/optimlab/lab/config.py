@@ -124,12 +124,14 @@ def make_selection(
     if not isinstance(cross, bool):
         raise ConfigError(f"cross must be true or false, got {cross!r}")
     known = problems.names()
+    where = None if problems_ is None else _names("problem", problems_, known)
+    names = list(catalog.OPTIMIZERS)
+    chosen = None if optimizers is None else _names("optimizer", optimizers, names)
+    _check_models(chosen or (), where or PROFILES[profile].problems)
     return Selection(
         profile=profile,
-        problems=None if problems_ is None else _names("problem", problems_, known),
-        optimizers=None
-        if optimizers is None
-        else _names("optimizer", optimizers, list(catalog.OPTIMIZERS)),
+        problems=where,
+        optimizers=chosen,
         schedules=None
         if schedules is None
         else _names("schedule", schedules, list(catalog.SCHEDULES)),
@@ -140,6 +142,18 @@ def make_selection(
         steps={} if steps is None else _steps(steps, known),
         cross=cross,
     )
+
+
+def _check_models(optimizers: Sequence[str], names: Sequence[str]) -> None:
+    """An optimizer that stores the weights in bfloat16 needs a model on every problem."""
+    for o in optimizers:
+        without = [n for n in names if not problems.get(n).has_model]
+        if catalog.OPTIMIZERS[o].param_dtype != "float32" and without:
+            models = [n for n in problems.names() if problems.get(n).has_model]
+            raise ConfigError(
+                f"optimizer {o} stores a model's weights in bfloat16, and {without[0]} has no "
+                f"model; choose problems among: {', '.join(models)}"
+            )
 
 
 #: keys a config file may hold, and the kind of value each takes (the rest: make_selection)

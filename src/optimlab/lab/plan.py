@@ -13,11 +13,13 @@ A *group* is (problem, optimizer, schedule) with a learning-rate grid.  The prot
    look, until it is decided or its last look is reached.
 
 A group with ``lr_from`` is not tuned: it runs at another group's tuned lr (times
-a scale) — the lecture's forms beside torch's with the same hyperparameters.
+a scale) — the lecture's forms beside torch's with the same hyperparameters, and
+Adam with its state or weights in low precision beside float32 Adam.
 
 Which groups: every selected optimizer with the base schedule (``constant`` when
 selected); on the problems where the profile compares schedules, its sweep
-optimizers with those schedules; the profile's lecture forms.  Choosing
+optimizers with those schedules; the profile's lecture forms and low-precision
+variants.  Choosing
 ``--optimizers`` alone runs just those optimizers with the base schedule;
 ``--schedules`` compares those schedules everywhere; ``--cross`` runs every
 optimizer with every schedule.  The plan is plain JSON, stored with the study.
@@ -56,6 +58,8 @@ PAIRS = (
     ("4", ("digits_mlp", "mnist1d_cnn", "quadratic_deep", "digits_logreg", "charlm"),
      "adagrad", "rmsprop", "decay"),
 )  # fmt: skip
+#: the claims that compare low-precision storage with float32: what is stored -> claim
+PRECISION_CLAIMS = {"state": "P", "params": "P2"}
 #: claim 1's figure: momentum at SGD's tuned lr, and at the lr that makes its long-run step
 #: the same as SGD's (torch's buffer sums gradients: steps grow by 1 / (1 - 0.9) = 10)
 SAME_LR = ("momentum/constant@sgd", "momentum/constant@sgd*0.1")
@@ -90,13 +94,15 @@ def _specs(profile: Profile, sel: Selection, problem: str) -> list[tuple[str, st
     names = {f"{o}/{s}" for o, s in tuned}
     specs: list[tuple[str, str, Any]] = [(o, s, None) for o, s in tuned]
     if sel.optimizers is None and sel.schedules is None and not sel.cross:
-        for form in profile.forms.get(problem, ()):
-            source = FORM_SOURCE[form][0]
+        beside = [(form, FORM_SOURCE[form][0]) for form in profile.forms.get(problem, ())]
+        precisions = profile.precisions.get(problem, ())
+        beside += [(v, f"{catalog.BESIDE[v]}/constant") for v in precisions]
+        for variant, source in beside:
             optimizer, schedule = source.split("/")
             if source not in names:
                 specs.append((optimizer, schedule, None))
                 names.add(source)
-            specs.append((form, schedule, {"group": source, "scale": 1.0}))
+            specs.append((variant, schedule, {"group": source, "scale": 1.0}))
     if problem == "ill_conditioned" and {"sgd/constant", "momentum/constant"} <= names:
         for name in SAME_LR:
             scale = float(name.partition("*")[2] or 1.0)
@@ -106,7 +112,7 @@ def _specs(profile: Profile, sel: Selection, problem: str) -> list[tuple[str, st
 
 def _name(optimizer: str, schedule: str, lr_from: Any) -> str:
     name = f"{optimizer}/{schedule}"
-    if lr_from and optimizer not in catalog.FORMS:
+    if lr_from and optimizer not in catalog.BESIDE:
         scale = lr_from["scale"]
         name += f"@{lr_from['group'].split('/')[0]}" + (f"*{scale:g}" if scale != 1 else "")
     return name
@@ -117,11 +123,12 @@ def _comparisons(plan_problems: list[dict[str, Any]]) -> None:
     groups = {p["name"]: {g["name"] for g in p["groups"]} for p in plan_problems}
     by_name = {p["name"]: p for p in plan_problems}
 
-    def add(problem: str, claim: str, a: str, b: str, metric: str, sequential: bool = True):
+    def add(problem: str, claim: str, a: str, b: str, metric: str, sequential: bool = True,
+            **extra: Any) -> None:  # fmt: skip
         p = by_name[problem]
         looks = p["looks"] if sequential else p["looks"][:1]
         p["comparisons"].append(
-            {"claim": claim, "a": a, "b": b, "metric": metric, "looks": list(looks)}
+            {"claim": claim, "a": a, "b": b, "metric": metric, "looks": list(looks), **extra}
         )
 
     for claim, candidates, a, b, metric in PAIRS:
@@ -141,6 +148,12 @@ def _comparisons(plan_problems: list[dict[str, Any]]) -> None:
                 for s in ("constant", *catalog.DECAYING):
                     if {f"{o}/warmup_{s}", f"{o}/{s}"} <= names:
                         add(name, "6b", f"{o}/warmup_{s}", f"{o}/{s}", "final_train_loss")
+        for variant, (source, stored) in catalog.PRECISIONS.items():
+            if {f"{variant}/constant", f"{source}/constant"} <= names:
+                # the transformer's runs are costly, and its seed spread is narrow: 3 more
+                # seeds would not bring the interval inside it (measured), so one look
+                add(name, PRECISION_CLAIMS[stored], f"{variant}/constant", f"{source}/constant",
+                    "final_loss", sequential=name != "charlm", margin="seed_sd")  # fmt: skip
         for form, (source, section) in FORM_SOURCE.items():
             schedule = source.split("/")[1]
             if f"{form}/{schedule}" in names and not problems.get(name).is_2d:

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..checkpoint import atomic_write
-from . import catalog, claims, playground, plots, plots2d, problems, sections
+from . import catalog, claims, playground, plots, plots2d, plots_precision, problems, sections
 from .analysis import Study, load_study
 from .plan import study_key
 from .store import Store
@@ -36,7 +36,7 @@ h1{font-size:1.7em;margin-bottom:.2em}h2{border-bottom:1px solid #ccc;padding-bo
 margin-top:2.2em}h3{font-size:1.05em;margin:1.6em 0 .4em}
 table{border-collapse:collapse;margin:.6em 0;font-size:13px}
 td,th{border:1px solid #ddd;padding:3px 7px;text-align:left;vertical-align:top}
-th{background:#f4f4f4}td.n{text-align:right;font-variant-numeric:tabular-nums}
+th{background:#f4f4f4}td.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 table.claims td:nth-child(3){max-width:34em}
 .held{background:#e3f4e3}.not-held{background:#f8dede}.undecided{background:#fff5d6}
 .v{font-weight:600;white-space:nowrap}.note{color:#555;font-size:13px}
@@ -107,6 +107,7 @@ class _Figures:
             "form_velocity": lambda: plots2d.form_velocity(study, store, problem),
             "form_nesterov": lambda: plots2d.form_nesterov(study, store, problem),
             "form_eps": lambda: plots2d.form_eps(study, store, problem),
+            "precision": lambda: plots_precision.equivalence(study, store, problem),
             "perf_profile": lambda: _profile(study, store),
             "schedule_shapes": lambda: plots.schedule_shapes(
                 [s for s in catalog.SCHEDULES if any(g.schedule == s for g in study.groups)]
@@ -161,6 +162,7 @@ def write_report(store: Store, out: Path, *, gif: bool = False) -> Path:
     figure = _Figures(out, study, store)
     checked = claims.check_all(study, store)
     forms = claims.check_forms(study, store)
+    precision = claims.check_precision(study, store)
     env = {}
     runs = list(study.all_runs().values())
     if runs:
@@ -184,16 +186,18 @@ def write_report(store: Store, out: Path, *, gif: bool = False) -> Path:
         f"{sections.e(store.path)}</code> · study {sections.e(study.key)} · {len(runs)} runs · "
         f"{sections.e(', '.join(f'{k} {v}' for k, v in env.items()))}</p>",
         "<nav><a href='#claims'>claims</a><a href='#forms'>the lecture's forms</a>"
+        "<a href='#precision'>low precision</a>"
         "<a href='#summary'>across problems</a><a href='#play'>playground</a>"
         "<a href='#problems'>problems</a><a href='#reading'>how to read</a>"
         "<a href='#method'>method</a></nav>",
         status,
         sections.GLOSSARY,
         "<h2 id=claims>The lecture's claims</h2>",
-        f"<p>{held} of {len(checked)} claims held in this study. Each verdict follows from the "
-        "numbers by the rule given with it; an undecided one says how large an effect it could "
-        "have seen.</p>",
-        sections.claims_table(checked),
+        f"<p>{held} of the lecture's {len(checked)} claims held in this study. Each verdict "
+        "follows from the numbers by the rule given with it; an undecided one says how large an "
+        "effect it could have seen. The last rows are optimlab's own claims about storing "
+        "state and weights in fewer bits (<a href='#precision'>low precision</a>).</p>",
+        sections.claims_table(checked + precision),
         *(sections.claim_section(c, figure) for c in checked),
         "<h2 id=forms>The lecture's forms of the optimizers</h2>",
         "<p>The lecture writes three updates differently from torch. Each is run here beside "
@@ -201,6 +205,7 @@ def write_report(store: Store, out: Path, *, gif: bool = False) -> Path:
         "by how much.</p>",
         sections.claims_table(forms),
         *(sections.claim_section(c, figure, "Section") for c in forms),
+        sections.precision_section(study, precision, figure),
         sections.profile_section(study, store, figure),
         "<h2 id=play>Playground</h2><p>Pick a function and an optimizer, set its "
         "hyperparameters, and watch its path; click the contour plot to start from there. Each "

@@ -19,21 +19,31 @@ comparison still undecided at its last look reports the smallest effect it
 would have detected with probability :data:`POWER`,
 :math:`(t_{1-\alpha'/2} + t_{P}) s / \sqrt n` (the usual power calculation
 with ``s`` for the unknown spread).
+
+*Equivalence* ("B does as well as A"): :func:`equivalence` asks whether the
+difference lies within a margin ``±m``, by two one-sided tests (Schuirmann 1987)
+each at :math:`\alpha'`: equivalent if the :math:`1 - 2\alpha'` interval lies
+inside ``(-m, m)``, different if it lies entirely beyond ``m`` or ``-m``.  The
+same looks and Bonferroni split apply, so a false "equivalent" (or "different")
+has probability at most :math:`\alpha` over the whole sequence.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
 
 from scipy import stats as _scipy
 
-__all__ = ["POWER", "Interval", "Decision", "detectable", "paired_interval", "sequential"]
+__all__ = ["POWER", "SAME", "Interval", "Decision", "detectable", "equivalence", "paired_interval",
+           "sequential"]  # fmt: skip
 
 #: the probability of detecting an effect of the reported "detectable" size
 POWER = 0.8
+#: an equivalence comparison's ``better`` when the difference lies within its margin
+SAME = "same"
 
 
 @dataclass(frozen=True)
@@ -82,8 +92,10 @@ def detectable(sd: float, n: int, alpha: float, power: float = POWER) -> float:
 class Decision:
     """Where a sequential comparison stopped.
 
-    ``better``: "a" or "b" (decided: the interval excludes 0 on that side) or None.
-    ``interval`` is the last look's; ``detectable`` is set when undecided at the last look.
+    ``better``: "a" or "b" (decided: the interval excludes 0 on that side; for an
+    equivalence, the margin), :data:`SAME` (an equivalence held) or None.  ``interval``
+    is the last look's; ``detectable`` is set when undecided at the last look; ``margin``
+    is an equivalence's at the last look.
     """
 
     better: str | None
@@ -92,6 +104,7 @@ class Decision:
     looks: tuple[int, ...]
     confidence: float
     detectable: float | None = None
+    margin: float | None = None
 
     @property
     def decided(self) -> bool:
@@ -124,6 +137,35 @@ def sequential(
         last = k == len(looks) - 1
         mde = detectable(interval.sd, n, alpha) if last and better is None else None
         decision = Decision(better, interval, k, looks, confidence, mde)
+        if better is not None:
+            break
+    return decision
+
+
+def equivalence(
+    differences: Sequence[float],
+    looks: Sequence[int],
+    confidence: float,
+    margin: Callable[[int], float],
+) -> Decision | None:
+    """Walk the looks as :func:`sequential` does, asking whether the mean difference lies
+    within ``±margin(n)`` after ``n`` seeds (two one-sided tests, see the module)."""
+    looks = tuple(looks)
+    alpha = (1 - confidence) / len(looks)
+    decision = None
+    for k, n in enumerate(looks):
+        if len(differences) < n:
+            break
+        m = margin(n)
+        interval = paired_interval(differences[:n], 1 - 2 * alpha)
+        better = None
+        if -m < interval.lo and interval.hi < m:
+            better = SAME
+        elif interval.lo > m or interval.hi < -m:
+            better = "b" if interval.lo > m else "a"
+        last = k == len(looks) - 1
+        mde = detectable(interval.sd, n, alpha) if last and better is None else None
+        decision = Decision(better, interval, k, looks, confidence, mde, m)
         if better is not None:
             break
     return decision

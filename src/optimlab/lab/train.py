@@ -56,7 +56,7 @@ def group_config(
     spec = catalog.OPTIMIZERS[optimizer]
     evals = problems.get(problem).evals
     eval_every = 1 if evals is None else max(1, steps // evals)
-    return {
+    config = {
         "lab": LAB_VERSION,
         "problem": problem,
         "settings": dict(sorted(settings.items())),
@@ -68,6 +68,9 @@ def group_config(
         "eval_every": eval_every,
         "log_every": max(1, steps // 100),
     }
+    if spec.param_dtype != "float32":  # (absent for float32: earlier runs keep their keys)
+        config["param_dtype"] = spec.param_dtype
+    return config
 
 
 def run_config(group: Mapping[str, Any], lr: float, seed: int) -> dict[str, Any]:
@@ -118,7 +121,9 @@ def train(config: Mapping[str, Any], progress: Callable[[int], None] | None = No
     setup = time.perf_counter()
     torch.manual_seed(seed)
     task = problem.make(seed, config["settings"])
-    optimizer = catalog.build_optimizer(config["optimizer"], task.params, config["lr"])
+    if "param_dtype" in config:
+        task.cast(getattr(torch, config["param_dtype"]))
+    optimizer = catalog.build_optimizer(config["optimizer"], task.params, config["lr"], seed)
     scheduler = ScheduledLR(optimizer, parse(config["schedule_spec"]))
     series: dict[str, list[tuple[int, float]]] = {}
 

@@ -9,7 +9,8 @@ and decides with a confidence interval (see :mod:`optimlab.lab.stats`); the
 runner added seeds to it while it was undecided.
 
 ``FORMS`` are the same kind of checks for the lecture's own forms of the
-optimizers (its velocity, its look-ahead gradient, its ε inside the root).
+optimizers (its velocity, its look-ahead gradient, its ε inside the root), and
+:func:`check_precision` for optimlab's low-precision storage against float32.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from .convergence import (
     zigzag,
 )
 from .forms import FORMS
+from .precision import claim_precision, section_params
 from .schedules import claim_schedules, claim_warmup
 
 __all__ = [
@@ -41,6 +43,7 @@ __all__ = [
     "Claim",
     "check_all",
     "check_forms",
+    "check_precision",
     "clopper_pearson",
     "early_update",
     "global_fraction",
@@ -65,3 +68,8 @@ def check_all(study: Study, store: Store) -> list[Claim]:
 
 def check_forms(study: Study, store: Store) -> list[Claim]:
     return [check(study, store) for check in FORMS]
+
+
+def check_precision(study: Study, store: Store) -> list[Claim]:
+    """Low precision against float32: the state claim (P) and the bfloat16-params section."""
+    return [claim_precision(study, store), section_params(study, store)]

@@ -57,6 +57,10 @@ class Task(ABC):
         """The current point(s), shape (K, 2), for problems drawn as trajectories."""
         return None
 
+    def cast(self, dtype: torch.dtype) -> None:
+        """Store the parameters in ``dtype`` and compute in it (problems with ``has_model``)."""
+        raise ValueError(f"param_dtype {dtype}: {type(self).__name__} has no model to cast")
+
 
 @dataclass(frozen=True)
 class Problem(ABC):
@@ -74,6 +78,8 @@ class Problem(ABC):
     #: the known smallest validation loss, if any (plots show the distance to it)
     optimum: float | None = None
     has_accuracy: bool = False
+    #: a neural model whose weights can be stored in bfloat16 (:meth:`Task.cast`)
+    has_model: bool = False
     #: 2-D functions: trajectories are recorded and drawn over contours
     is_2d: bool = False
     #: evaluations per run (None: after every step, for the cheap 2-D functions)
@@ -125,14 +131,21 @@ class ClassificationTask(Task):
     def draw(self) -> Tensor:
         return torch.randint(len(self.y), (self.batch_size,), generator=self._generator)
 
+    def cast(self, dtype: torch.dtype) -> None:
+        """A model in ``dtype`` computes in it: weights, inputs and activations; the loss is
+        taken in float32 from its logits."""
+        self.model.to(dtype)
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.x, self.x_val = self.x.to(dtype), self.x_val.to(dtype)
+
     def loss(self, batch: Tensor) -> Tensor:
         self.model.train()
-        return F.cross_entropy(self.model(self.x[batch]), self.y[batch])
+        return F.cross_entropy(self.model(self.x[batch]).float(), self.y[batch])
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
         self.model.eval()
-        logits = self.model(self.x_val)
+        logits = self.model(self.x_val).float()
         return {
             "val_loss": F.cross_entropy(logits, self.y_val).item(),
             "val_acc": (logits.argmax(1) == self.y_val).float().mean().item(),

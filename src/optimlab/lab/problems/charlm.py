@@ -97,6 +97,7 @@ class TinyGPT(nn.Module):
 
 @dataclass(frozen=True)
 class CharLM(Problem):
+    has_model: bool = True
     evals: int | None = 10
     step_ms: float = 25.0
     loss_scale: float = 1 / math.log(2)
@@ -127,8 +128,12 @@ class _CharLMTask(Task):
         starts = torch.randint(high, (self.batch_size,), generator=self._generator)
         return self.train[starts[:, None] + torch.arange(self.context + 1)]
 
+    def cast(self, dtype: torch.dtype) -> None:
+        self.model.to(dtype)
+        self.params = list(self.model.parameters())
+
     def _loss(self, windows: Tensor) -> Tensor:
-        logits = self.model(windows[:, :-1])
+        logits = self.model(windows[:, :-1]).float()  # (the cross-entropy in float32)
         return F.cross_entropy(logits.reshape(-1, VOCAB), windows[:, 1:].reshape(-1))
 
     def loss(self, batch: Tensor) -> Tensor:

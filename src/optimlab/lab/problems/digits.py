@@ -44,6 +44,7 @@ def load() -> tuple[Tensor, Tensor, Tensor, Tensor]:
 class Digits(Problem):
     hidden: int = 0  # 0: logistic regression
     has_accuracy: bool = True
+    has_model: bool = True
 
     def make(self, seed: int, settings: Mapping[str, Any]) -> Task:
         hidden = int(settings.get("hidden", self.hidden))

@@ -102,6 +102,7 @@ class ConvBase(nn.Module):
 @dataclass(frozen=True)
 class MNIST1D(Problem):
     has_accuracy: bool = True
+    has_model: bool = True
     step_ms: float = 1.6
     published: tuple[float, str] | None = (
         0.94,
