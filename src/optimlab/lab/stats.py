@@ -124,22 +124,14 @@ def sequential(
     Returns the decision at the first look that decides, or at the last look that the
     available differences reach (None if they do not reach even the first look).
     """
-    looks = tuple(looks)
-    alpha = (1 - confidence) / len(looks)
-    decision = None
-    for k, n in enumerate(looks):
-        if len(differences) < n:
-            break
-        interval = paired_interval(differences[:n], 1 - alpha)
-        better = None
-        if interval.excludes_zero:
-            better = "a" if interval.hi < 0 else "b"
-        last = k == len(looks) - 1
-        mde = detectable(interval.sd, n, alpha) if last and better is None else None
-        decision = Decision(better, interval, k, looks, confidence, mde)
-        if better is not None:
-            break
-    return decision
+
+    def judge(d: Sequence[float], alpha: float) -> tuple[str | None, Interval, None]:
+        interval = paired_interval(d, 1 - alpha)
+        if not interval.excludes_zero:
+            return None, interval, None
+        return ("a" if interval.hi < 0 else "b"), interval, None
+
+    return _walk(differences, looks, confidence, judge)
 
 
 def equivalence(
@@ -150,19 +142,34 @@ def equivalence(
 ) -> Decision | None:
     """Walk the looks as :func:`sequential` does, asking whether the mean difference lies
     within ``±margin(n)`` after ``n`` seeds (two one-sided tests, see the module)."""
+
+    def judge(d: Sequence[float], alpha: float) -> tuple[str | None, Interval, float]:
+        m = margin(len(d))
+        interval = paired_interval(d, 1 - 2 * alpha)
+        if -m < interval.lo and interval.hi < m:
+            return SAME, interval, m
+        if interval.lo > m or interval.hi < -m:
+            return ("b" if interval.lo > m else "a"), interval, m
+        return None, interval, m
+
+    return _walk(differences, looks, confidence, judge)
+
+
+Judge = Callable[[Sequence[float], float], tuple[str | None, Interval, float | None]]
+
+
+def _walk(
+    differences: Sequence[float], looks: Sequence[int], confidence: float, judge: Judge
+) -> Decision | None:
+    """The looks of either test: ``judge(first n differences, alpha per look)`` gives
+    (better or None, the interval, the margin or None); stop at the first that decides."""
     looks = tuple(looks)
     alpha = (1 - confidence) / len(looks)
     decision = None
     for k, n in enumerate(looks):
         if len(differences) < n:
             break
-        m = margin(n)
-        interval = paired_interval(differences[:n], 1 - 2 * alpha)
-        better = None
-        if -m < interval.lo and interval.hi < m:
-            better = SAME
-        elif interval.lo > m or interval.hi < -m:
-            better = "b" if interval.lo > m else "a"
+        better, interval, m = judge(differences[:n], alpha)
         last = k == len(looks) - 1
         mde = detectable(interval.sd, n, alpha) if last and better is None else None
         decision = Decision(better, interval, k, looks, confidence, mde, m)

@@ -152,52 +152,53 @@ def _title(problem: str) -> str:
     return get(problem).title.split(" (")[0].split(":")[0]
 
 
+def _claim(
+    study: Study, store: Store, number: str, text: str, source: str, missing: str,
+    experiment: str,
+) -> tuple[Claim, list[str]]:  # fmt: skip
+    """Claim ``number``'s comparisons judged (see :func:`_compare`), and the problems they
+    ran on; ``missing`` says why when the study has none."""
+    claim = Claim(number, text, source, figure=f"precision:{number}")
+    found = comparisons(study, number)
+    if not found:
+        claim.why = missing
+        return claim, []
+    problems = list(dict.fromkeys(c.problem for c in found))
+    claim.experiment = f"{', '.join(get(p).title for p in problems)}: {experiment}"
+    _compare(claim, found, store)
+    claim.rule = rule(study, found)
+    claim.caption = caption(problems)
+    return claim, problems
+
+
 def claim_precision(study: Study, store: Store) -> Claim:
-    claim = Claim(
-        "P",
+    claim, problems = _claim(
+        study, store, "P",
         "Adam's state stored in bfloat16 or in 8 bits trains as well as float32 state "
         "(the final validation loss differs by less than float32's seed spread).",
         "optimlab's claim (issue 12), not the lecture's",
-        figure="precision:P",
-    )
-    found = comparisons(study, "P")
-    if not found:
-        claim.why = "the study has no low-precision state runs (the default and quick have)"
-        return claim
-    problems = list(dict.fromkeys(c.problem for c in found))
-    claim.experiment = (
-        f"{', '.join(get(p).title for p in problems)}: Adam with its two moments stored in "
-        "bfloat16 (stochastic rounding) and in 8-bit blocks, at float32 Adam's tuned lr; "
-        "the final validation loss against float32 Adam's, seed by seed"
-    )
-    _compare(claim, found, store)
+        "the study has no low-precision state runs (the default and quick have)",
+        "Adam with its two moments stored in bfloat16 (stochastic rounding) and in 8-bit "
+        "blocks, at float32 Adam's tuned lr; the final validation loss against float32 "
+        "Adam's, seed by seed",
+    )  # fmt: skip
     claim.numbers += [_bytes_line(p) + " (measured from the state dict)" for p in problems]
-    claim.rule = rule(study, found)
-    claim.caption = caption(problems)
     return claim
 
 
 def section_params(study: Study, store: Store) -> Claim:
-    claim = Claim(
-        "P2",
+    claim, problems = _claim(
+        study, store, "P2",
         "A model stored in bfloat16 trains as well as in float32, whichever way the optimizer "
         "rounds the updated weights: to the nearest bfloat16, stochastically, or to nearest "
         "with a Kahan compensation buffer.",
         "issue 12: bfloat16 parameters, measured side by side",
-        figure="precision:P2",
-    )
-    found = comparisons(study, "P2")
-    if not found:
-        claim.why = "the study has no bfloat16-parameter runs (the default and quick have)"
-        return claim
-    problems = list(dict.fromkeys(c.problem for c in found))
-    claim.experiment = (
-        f"{', '.join(get(p).title for p in problems)}: the model's weights, activations and "
-        "gradients in bfloat16 (float32 Adam state and loss), at float32 Adam's tuned lr, "
-        "three ways to round the updated weights; the final validation loss against the "
-        "float32 model's, seed by seed. The three share everything but the rounding"
-    )
-    _compare(claim, found, store)
+        "the study has no bfloat16-parameter runs (the default and quick have)",
+        "the model's weights, activations and gradients in bfloat16 (float32 Adam state and "
+        "loss), at float32 Adam's tuned lr, three ways to round the updated weights; the final "
+        "validation loss against the float32 model's, seed by seed. The three share everything "
+        "but the rounding",
+    )  # fmt: skip
     for p in problems:
         fp32, params = state_bytes(p, "adam")
         kahan, half = state_bytes(p, "adam_bf16_kahan")
@@ -205,8 +206,6 @@ def section_params(study: Study, store: Store) -> Claim:
             f"{_title(p)}: weights {params:,} B in float32, {half:,} B in "
             f"bfloat16; state {fp32:,} B (float32), {kahan:,} B with Kahan's buffer"
         )
-    claim.rule = rule(study, found)
-    claim.caption = caption(problems)
     return claim
 
 
