@@ -117,7 +117,7 @@ typedef void (*Loop)(const double *dk, int64_t flags, const Row *row, int64_t lo
 
 /* One loop per (optimizer, slot set V, dtype).  `scale` != 0 unscales the gradient
  * (GradScaler) and writes it back, as torch's fused kernels do. */
-#define LOOP_BODY(OPT, V, D, UNSCALE)                                                        \
+#define LOOP_BODY(OPT, V, D, UNSCALE, FLAGS)                                                 \
     for (int64_t i = lo; i < hi; i++) {                                                      \
         R P = CAT(D, _load)(p[i]), G = CAT(D, _load)(g[i]), S[3];                            \
         if (UNSCALE) {                                                                       \
@@ -127,7 +127,7 @@ typedef void (*Loop)(const double *dk, int64_t flags, const Row *row, int64_t lo
         if ((V) & 1) S[0] = CAT(D, _load)(s0[i]);                                            \
         if ((V) & 2) S[1] = CAT(D, _load)(s1[i]);                                            \
         if ((V) & 4) S[2] = CAT(D, _load)(s2[i]);                                            \
-        CAT(OPT##_, CAT(REAL_, D))(k, flags, (V), &P, G, S);                                 \
+        CAT(OPT##_, CAT(REAL_, D))(k, (FLAGS), (V), &P, G, S);                               \
         p[i] = CAT(D, _store)(P);                                                            \
         if ((V) & 1) s0[i] = CAT(D, _store)(S[0]);                                           \
         if ((V) & 2) s1[i] = CAT(D, _store)(S[1]);                                           \
@@ -146,11 +146,52 @@ typedef void (*Loop)(const double *dk, int64_t flags, const Row *row, int64_t lo
         const R sc = (R)scale;                                                               \
         (void)s0, (void)s1, (void)s2;                                                        \
         if (scale != 0.0f) {                                                                 \
-            LOOP_BODY(OPT, V, D, 1)                                                          \
+            LOOP_BODY(OPT, V, D, 1, flags)                                                   \
+        } else if (COMMON(D, OPT##_A) && flags == OPT##_A) {                                  \
+            LOOP_BODY(OPT, V, D, 0, OPT##_A)                                                 \
+        } else if (COMMON(D, OPT##_B) && flags == OPT##_B) {                                  \
+            LOOP_BODY(OPT, V, D, 0, OPT##_B)                                                 \
+        } else if (COMMON(D, OPT##_C) && flags == OPT##_C) {                                  \
+            LOOP_BODY(OPT, V, D, 0, OPT##_C)                                                 \
+        } else if (COMMON(D, OPT##_D) && flags == OPT##_D) {                                  \
+            LOOP_BODY(OPT, V, D, 0, OPT##_D)                                                 \
         } else {                                                                             \
-            LOOP_BODY(OPT, V, D, 0)                                                          \
+            LOOP_BODY(OPT, V, D, 0, flags)                                                   \
         }                                                                                    \
     }
+
+/* The options are loop-invariant, but the updates read them as selects (which is what lets
+ * GCC vectorize them): vector operations per element that a constant folds away.  On a large
+ * float32 tensor the loop streams from memory, and those operations cut how far ahead the
+ * core keeps loads in flight: plain SGD on 16M elements ran 26 % slower than the same loop
+ * with its flags a constant (one thread, same tensors), and 15-25 % slower than torch's.
+ * So the option sets most calls use (torch's defaults, with weight decay, Nesterov, AdamW)
+ * get float32 loops of their own, with the flags a constant; -1 marks an unused slot. */
+#define COMMON(D, SET) (CAT(COMMON_, D) && (SET) >= 0)
+#define COMMON_f32 1
+#define COMMON_f64 0
+#define COMMON_bf16 0
+#define COMMON_f16 0
+#define sgd_A 0
+#define sgd_B F_WD
+#define sgd_C F_NESTEROV
+#define sgd_D (F_WD | F_NESTEROV)
+#define adagrad_A 0
+#define adagrad_B F_WD
+#define adagrad_C (-1)
+#define adagrad_D (-1)
+#define rmsprop_A 0
+#define rmsprop_B F_WD
+#define rmsprop_C (-1)
+#define rmsprop_D (-1)
+#define adam_A F_BIAS_CORRECTION
+#define adam_B (F_BIAS_CORRECTION | F_WD | F_DECOUPLED)
+#define adam_C (-1)
+#define adam_D (-1)
+#define nadam_A 0
+#define nadam_B (F_WD | F_DECOUPLED)
+#define nadam_C (-1)
+#define nadam_D (-1)
 
 #define FOR_DTYPES(X, OPT, V) X(OPT, V, f32) X(OPT, V, f64) X(OPT, V, bf16) X(OPT, V, f16)
 #define DTYPE_LOOPS(OPT, V) {OPT##_##V##_f32, OPT##_##V##_f64, OPT##_##V##_bf16, OPT##_##V##_f16}
