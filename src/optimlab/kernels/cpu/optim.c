@@ -147,14 +147,8 @@ typedef void (*Loop)(const double *dk, int64_t flags, const Row *row, int64_t lo
         (void)s0, (void)s1, (void)s2;                                                        \
         if (scale != 0.0f) {                                                                 \
             LOOP_BODY(OPT, V, D, 1, flags)                                                   \
-        } else if (COMMON(D, OPT##_A) && flags == OPT##_A) {                                  \
-            LOOP_BODY(OPT, V, D, 0, OPT##_A)                                                 \
-        } else if (COMMON(D, OPT##_B) && flags == OPT##_B) {                                  \
-            LOOP_BODY(OPT, V, D, 0, OPT##_B)                                                 \
-        } else if (COMMON(D, OPT##_C) && flags == OPT##_C) {                                  \
-            LOOP_BODY(OPT, V, D, 0, OPT##_C)                                                 \
-        } else if (COMMON(D, OPT##_D) && flags == OPT##_D) {                                  \
-            LOOP_BODY(OPT, V, D, 0, OPT##_D)                                                 \
+        } else if (CAT(COMMON_, D)) {                                                        \
+            WITH_COMMON_FLAGS(CAT(PLAIN_, D), OPT, V);                                       \
         } else {                                                                             \
             LOOP_BODY(OPT, V, D, 0, flags)                                                   \
         }                                                                                    \
@@ -167,11 +161,14 @@ typedef void (*Loop)(const double *dk, int64_t flags, const Row *row, int64_t lo
  * with its flags a constant (one thread, same tensors), and 15-25 % slower than torch's.
  * So the option sets most calls use (torch's defaults, with weight decay, Nesterov, AdamW)
  * get float32 loops of their own, with the flags a constant; -1 marks an unused slot. */
-#define COMMON(D, SET) (CAT(COMMON_, D) && (SET) >= 0)
-#define COMMON_f32 1
+#define COMMON_f32 1 /* (the other dtypes' loops are rarer, and slower for other reasons) */
 #define COMMON_f64 0
 #define COMMON_bf16 0
 #define COMMON_f16 0
+#define PLAIN_f32(OPT, V, FLAGS) LOOP_BODY(OPT, V, f32, 0, FLAGS)
+#define PLAIN_f64(OPT, V, FLAGS) LOOP_BODY(OPT, V, f64, 0, FLAGS)
+#define PLAIN_bf16(OPT, V, FLAGS) LOOP_BODY(OPT, V, bf16, 0, FLAGS)
+#define PLAIN_f16(OPT, V, FLAGS) LOOP_BODY(OPT, V, f16, 0, FLAGS)
 #define sgd_A 0
 #define sgd_B F_WD
 #define sgd_C F_NESTEROV
@@ -192,6 +189,23 @@ typedef void (*Loop)(const double *dk, int64_t flags, const Row *row, int64_t lo
 #define nadam_B (F_WD | F_DECOUPLED)
 #define nadam_C (-1)
 #define nadam_D (-1)
+
+/* LOOP(OPT, V, FLAGS) with the flags a constant when they are one of the common sets (see
+ * COMMON above), else as they are. */
+#define WITH_COMMON_FLAGS(LOOP, OPT, V)                                                     \
+    do {                                                                                    \
+        if (OPT##_A >= 0 && flags == OPT##_A) {                                             \
+            LOOP(OPT, V, OPT##_A);                                                          \
+        } else if (OPT##_B >= 0 && flags == OPT##_B) {                                      \
+            LOOP(OPT, V, OPT##_B);                                                          \
+        } else if (OPT##_C >= 0 && flags == OPT##_C) {                                      \
+            LOOP(OPT, V, OPT##_C);                                                          \
+        } else if (OPT##_D >= 0 && flags == OPT##_D) {                                      \
+            LOOP(OPT, V, OPT##_D);                                                          \
+        } else {                                                                            \
+            LOOP(OPT, V, flags);                                                            \
+        }                                                                                   \
+    } while (0)
 
 #define FOR_DTYPES(X, OPT, V) X(OPT, V, f32) X(OPT, V, f64) X(OPT, V, bf16) X(OPT, V, f16)
 #define DTYPE_LOOPS(OPT, V) {OPT##_##V##_f32, OPT##_##V##_f64, OPT##_##V##_bf16, OPT##_##V##_f16}
@@ -438,7 +452,7 @@ static INLINE void stage_out(const Chunk *x, const Row *row, int variant, const 
  * (below) serves every other combination. */
 #define UNSCALED(i) (scale != 0.0f ? g[i] / scale : g[i])
 
-#define FUSED_BF16(OPT, V)                                                                  \
+#define FUSED_BF16(OPT, V, FLAGS)                                                           \
     do {                                                                                    \
         float *restrict p = row->p, *restrict g = row->g;                                   \
         uint16_t *restrict b0 = row->s[0], *restrict b1 = row->s[1], *restrict b2 = row->s[2]; \
@@ -450,14 +464,14 @@ static INLINE void stage_out(const Chunk *x, const Row *row, int variant, const 
             if ((V) & 1) S[0] = bf16_load(b0[i]);                                           \
             if ((V) & 2) S[1] = bf16_load(b1[i]);                                           \
             if ((V) & 4) S[2] = bf16_load(b2[i]);                                           \
-            OPT##_f(k, flags, (V), &p[i], G, S);                                           \
+            OPT##_f(k, (FLAGS), (V), &p[i], G, S);                                         \
             if ((V) & 1) b0[i] = bf16_store_stochastic(S[0], st.streams[0], e);             \
             if ((V) & 2) b1[i] = bf16_store_stochastic(S[1], st.streams[1], e);             \
             if ((V) & 4) b2[i] = bf16_store_stochastic(S[2], st.streams[2], e);             \
         }                                                                                   \
     } while (0)
 
-#define FUSED_Q8(OPT, V)                                                                    \
+#define FUSED_Q8(OPT, V, FLAGS)                                                             \
     do {                                                                                    \
         float *restrict p = row->p, *restrict g = row->g;                                   \
         int u0 = (int)(row->flags >> ROW_UNSIGNED_SHIFT) & 1;                               \
@@ -479,7 +493,7 @@ static INLINE void stage_out(const Chunk *x, const Row *row, int variant, const 
                 if ((V) & 1) S[0] = q8_decode(c0[i], a0, u0);                               \
                 if ((V) & 2) S[1] = q8_decode(c1[i], a1, u1);                               \
                 if ((V) & 4) S[2] = q8_decode(c2[i], a2, u2);                               \
-                OPT##_f(k, flags, (V), &p[at + i], G, S);                                  \
+                OPT##_f(k, (FLAGS), (V), &p[at + i], G, S);                                \
                 if ((V) & 1) fresh[0][i] = S[0];                                            \
                 if ((V) & 2) fresh[1][i] = S[1];                                            \
                 if ((V) & 4) fresh[2][i] = S[2];                                            \
@@ -507,11 +521,11 @@ typedef void (*Staged)(const double *dk, int64_t flags, const Row *row, int64_t 
             k[j] = (float)dk[j];                                                            \
         Staging st = staging(row, seed, rounding_step);                                     \
         if (st.dt == DT_F32 && st.rounding == ROUND_NEAREST && st.fmt == STATE_BF16) {      \
-            FUSED_BF16(OPT, V);                                                             \
+            WITH_COMMON_FLAGS(FUSED_BF16, OPT, V);                                          \
             return;                                                                         \
         }                                                                                   \
         if (st.dt == DT_F32 && st.rounding == ROUND_NEAREST && st.fmt == STATE_Q8) {        \
-            FUSED_Q8(OPT, V);                                                               \
+            WITH_COMMON_FLAGS(FUSED_Q8, OPT, V);                                            \
             return;                                                                         \
         }                                                                                   \
         Chunk x;                                                                            \
