@@ -474,9 +474,8 @@ static INLINE void stage_out(const Chunk *x, const Row *row, int variant, const 
 #define FUSED_Q8(OPT, V, FLAGS)                                                             \
     do {                                                                                    \
         float *restrict p = row->p, *restrict g = row->g;                                   \
-        int u0 = (int)(row->flags >> ROW_UNSIGNED_SHIFT) & 1;                               \
-        int u1 = (int)(row->flags >> (ROW_UNSIGNED_SHIFT + 1)) & 1;                         \
-        int u2 = (int)(row->flags >> (ROW_UNSIGNED_SHIFT + 2)) & 1;                         \
+        const int u0 = OPT##_UNSIGNED & 1, u1 = (OPT##_UNSIGNED >> 1) & 1;                  \
+        const int u2 = (OPT##_UNSIGNED >> 2) & 1;                                           \
         float fresh[3][BLOCK8];                                                             \
         for (int64_t at = a; at < b; at += BLOCK8) {                                        \
             int64_t n = b - at < BLOCK8 ? b - at : BLOCK8, blk = at / BLOCK8;               \
@@ -500,11 +499,20 @@ static INLINE void stage_out(const Chunk *x, const Row *row, int variant, const 
             }                                                                               \
             for (int j = 0; j < 3; j++) {                                                   \
                 if ((V) & (1 << j))                                                         \
-                    store_q8(row->s[j], row->q[j], (int)(row->flags >> (ROW_UNSIGNED_SHIFT + j)) & 1, \
-                             at, n, fresh[j]);                                              \
+                    store_q8(row->s[j], row->q[j], (OPT##_UNSIGNED >> j) & 1, at, n,        \
+                             fresh[j]);                                                     \
             }                                                                               \
         }                                                                                   \
     } while (0)
+
+/* Which state slots hold non-negative values (storage.NONNEGATIVE: the unsigned 8-bit
+ * code), by optimizer: constants, so the fused 8-bit loop decodes and encodes without a
+ * select per element; a row that says otherwise takes the staged path. */
+#define sgd_UNSIGNED 0     /* momentum_buffer (or the lecture's velocity) */
+#define adagrad_UNSIGNED 1 /* sum */
+#define rmsprop_UNSIGNED 1 /* square_avg; momentum_buffer and grad_avg are signed */
+#define adam_UNSIGNED 6    /* exp_avg_sq, max_exp_avg_sq */
+#define nadam_UNSIGNED 2   /* exp_avg_sq */
 
 /* Elements [a, b) of a staged row (a, and b unless it is the row's end, on block bounds):
  * full chunks with a constant length, then what is left. */
@@ -524,7 +532,8 @@ typedef void (*Staged)(const double *dk, int64_t flags, const Row *row, int64_t 
             WITH_COMMON_FLAGS(FUSED_BF16, OPT, V);                                          \
             return;                                                                         \
         }                                                                                   \
-        if (st.dt == DT_F32 && st.rounding == ROUND_NEAREST && st.fmt == STATE_Q8) {        \
+        if (st.dt == DT_F32 && st.rounding == ROUND_NEAREST && st.fmt == STATE_Q8 &&        \
+            ((row->flags >> ROW_UNSIGNED_SHIFT) & (V)) == (OPT##_UNSIGNED & (V))) {         \
             WITH_COMMON_FLAGS(FUSED_Q8, OPT, V);                                            \
             return;                                                                         \
         }                                                                                   \
