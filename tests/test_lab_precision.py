@@ -159,12 +159,6 @@ def _fixture(store: Store, shifts=SHIFTS) -> analysis.Study:
     return analysis.load_study(store)
 
 
-@pytest.fixture
-def store(tmp_path):
-    with Store.open(tmp_path / "lab.sqlite") as s:
-        yield s
-
-
 def test_verdicts_follow_the_margin_of_float32s_seed_spread(store):
     study = _fixture(store)
     state, params = claims.check_precision(study, store)

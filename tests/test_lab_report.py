@@ -145,12 +145,6 @@ def build(store: Store, seeds=(0, 1, 2)) -> analysis.Study:
     return f.save()
 
 
-@pytest.fixture
-def store(tmp_path):
-    with Store.open(tmp_path / "lab.sqlite") as s:
-        yield s
-
-
 def test_claims_follow_from_the_numbers(store):
     study = build(store)
     verdicts = {c.number: c.verdict for c in claims.check_all(study, store)}
