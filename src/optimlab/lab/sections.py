@@ -74,16 +74,14 @@ def precision_section(study: Study, checked: list[Claim], figure: Figure) -> str
                "weights + state (float32, Kahan buffer)")]  # fmt: skip
     rows = []
     for name in names:
-        cells = []
-        for optimizer, _ in columns:
-            state, weights = state_bytes(name, optimizer)
-            fp32, _ = state_bytes(name, "adam")
-            share = f" ({100 * state / fp32:.0f} %)" if optimizer != "adam" else ""
-            if optimizer == "adam_bf16_kahan":
-                cells.append(f"{weights:,} + {state:,}")
-            else:
-                cells.append(f"{state:,}{share}")
-        _, weights = state_bytes(name, "adam")  # float32: 4 bytes per parameter
+        fp32, weights = state_bytes(name, "adam")  # float32 weights: 4 bytes per parameter
+        cells = [f"{fp32:,}"]
+        for optimizer, _ in columns[1:]:
+            state, stored = state_bytes(name, optimizer)
+            kahan = optimizer == "adam_bf16_kahan"
+            cells.append(
+                f"{stored:,} + {state:,}" if kahan else f"{state:,} ({100 * state / fp32:.0f} %)"
+            )
         rows.append(
             f"<tr><td>{e(problems.get(name).title)}</td><td class=n>{weights // 4:,}</td>"
             f"<td class=n>{weights:,}</td>"

@@ -23,9 +23,8 @@ from ..stats import POWER, SAME
 from ..store import Store
 from .common import HELD, NOT_HELD, UNDECIDED, Claim, comparisons, effect_text, fmt_value, plural
 
-#: the variants whose state the claims table and the bytes table show, in this order
+#: the variants whose state bytes claim P lists, in this order
 STATE_VARIANTS = ("adam", "adam_bf16_state", "adam_8bit_state")
-PARAM_VARIANTS = ("adam_bf16_nearest", "adam_bf16_stochastic", "adam_bf16_kahan")
 
 
 @cache
