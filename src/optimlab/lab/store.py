@@ -207,6 +207,43 @@ def _alive(pid: int, host: str, heartbeat: float) -> bool:
     return True
 
 
+def _write_schema(conn: sqlite3.Connection) -> None:
+    for statement in _SCHEMA.split(";")[:-1]:
+        conn.execute(statement)
+    conn.execute(_CLAIMS)
+    conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
+    conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+    conn.executemany(
+        "INSERT INTO meta VALUES (?, ?)",
+        [("application", "optimlab lab"), ("schema", str(SCHEMA_VERSION))],
+    )
+
+
+def _create(path: Path) -> None:
+    """A new database at ``path``, built beside it and linked into place only if nothing is
+    there yet: two processes starting on one new file both end up with the one that got
+    there first, and neither ever opens the other's half-made file (which SQLite would
+    report as locked, or as a database of another program)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.new")
+    try:
+        conn = sqlite3.connect(tmp, isolation_level=None)
+    except sqlite3.Error as error:
+        raise StoreError(f"cannot open {path}: {error}") from None
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")  # kept in the file's header
+        with _transaction(conn):
+            _write_schema(conn)
+        conn.close()  # the last connection: its -wal file goes
+        os.link(tmp, path)
+    except FileExistsError:
+        pass  # another process's database got there first
+    except (sqlite3.Error, OSError) as error:
+        raise StoreError(f"cannot create {path}: {error}") from None
+    finally:
+        conn.close()
+        tmp.unlink(missing_ok=True)
+
+
 def _has_runs_table(conn: sqlite3.Connection) -> bool:
     return bool(conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'runs'").fetchone())
 
@@ -229,6 +266,9 @@ class Store:
         exists = version > 0
         if not exists and not create:
             raise StoreError(f"no lab database at {path} (run `optimlab lab` first)")
+        if not exists and not path.exists():
+            _create(path)  # whole, or another process's whole one: never half-made
+            exists, version = True, SCHEMA_VERSION
         try:
             conn = sqlite3.connect(path, timeout=30, isolation_level=None)
         except sqlite3.Error as error:
@@ -237,19 +277,10 @@ class Store:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable up to the last commit
             conn.execute("PRAGMA foreign_keys=ON")
-            if not exists:
+            if not exists:  # an empty file there already: the schema goes into it
                 with _transaction(conn):  # another process may have created it meanwhile
-                    if _has_runs_table(conn):
-                        return cls(conn, path)
-                    for statement in _SCHEMA.split(";")[:-1]:
-                        conn.execute(statement)
-                    conn.execute(_CLAIMS)
-                    conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
-                    conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-                    conn.executemany(
-                        "INSERT INTO meta VALUES (?, ?)",
-                        [("application", "optimlab lab"), ("schema", str(SCHEMA_VERSION))],
-                    )
+                    if not _has_runs_table(conn):
+                        _write_schema(conn)
             if exists and version < SCHEMA_VERSION:
                 with _transaction(conn):
                     conn.execute(_CLAIMS)
