@@ -19,9 +19,47 @@ import optimlab
 from memory_util import peak_live_bytes
 from optim_cases import case_id, ours
 from optimlab.kernels import cpu as cpu_kernels
+from optimlab.kernels import plan
 from optimlab.optimizers.dispatch import cached_plan
 
 pytestmark = pytest.mark.skipif(not cpu_kernels.AVAILABLE, reason=cpu_kernels.UNAVAILABLE)
+
+
+@pytest.fixture(scope="module", autouse=True, params=["shim", "accessors"])
+def bind_reads_through(request):
+    """Every case runs twice: bind reading tensors through torch's C shim (the default where
+    torch allows it) and through torch.Tensor's accessors (the fallback)."""
+    if not plan.use_shim(request.param == "shim") and request.param == "shim":
+        pytest.skip("torch's C shim is not usable with this torch")
+    yield request.param
+    plan.use_shim()
+
+
+def test_bind_reads_through_the_shim_on_this_torch(bind_reads_through):
+    """The torch the tests install (2.13) lays out its tensors as the shim path expects, so
+    the cases here test that path and not only the fallback."""
+    try:
+        assert plan.use_shim()
+    finally:
+        plan.use_shim(bind_reads_through == "shim")
+
+
+def test_shim_refused_when_a_probe_disagrees(bind_reads_through):
+    """A probe whose object does not hold its at::Tensor where expected, or whose shim
+    answers differ from the accessors', leaves bind on the accessors; steps stay exact."""
+    t = torch.zeros(3)
+    addresses = (1, 1, 1, 1, 1, 1)  # never called: the layout check comes first
+    assert not plan._optim.use_shim(addresses, (0, 1, 2, 3), 0, ((t, t._cdata + 8, ()),))
+    try:
+        p, ref = _param(5), _param(5)
+        opt, theirs = optimlab.Adam([p], lr=0.1), torch.optim.Adam([ref], lr=0.1, foreach=False)
+        for _ in range(3):
+            p.grad, ref.grad = torch.ones(5), torch.ones(5)
+            opt.step()
+            theirs.step()
+        assert torch.equal(p, ref)
+    finally:
+        plan.use_shim(bind_reads_through == "shim")
 
 ADAM = ("Adam", dict(lr=0.1))
 ONE_OF_EACH = [  # one row per kernel and state layout

@@ -2,8 +2,9 @@
 
 A :class:`Plan` is built when a group's layout is first seen or has changed: one int64
 row per tensor (``ROW_FIELDS``: data pointers of the param, its grad and its state slots,
-the element count, the counters, flags).  Before every step ``bind`` checks, at a few
-C-API calls per tensor, everything the kernels rely on:
+the element count, the counters, flags).  Before every step ``bind`` checks everything the
+kernels rely on, at ~70 ns per tensor through torch's C shim (:func:`use_shim`; ~0.35 us
+through torch.Tensor's Python accessors where the shim cannot be used):
 
 * the group still holds the same params, each at the data pointer in its row;
 * each grad (re-read every step: ``zero_grad(set_to_none=True)`` makes new ones) has the
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -41,7 +43,7 @@ except ImportError:  # a pure-Python install: bind runs in Python (the GPU backe
 # so a build without it skips the check it serves (Plan._repointed)
 _use_count = getattr(torch._C, "_storage_Use_Count", None)
 
-__all__ = ["DTYPES", "Plan", "problem", "view"]
+__all__ = ["DTYPES", "Plan", "problem", "use_shim", "view"]
 
 # dtype -> the code of its loads and stores in the kernels (cpu/optim.h's DT_*)
 DTYPES = {torch.float32: 0, torch.float64: 1, torch.bfloat16: 2, torch.float16: 3}
@@ -65,6 +67,42 @@ if _optim is not None:  # bind calls these descriptors directly on exactly these
         *(getattr(torch.Tensor, a) for a in _ACCESSORS),
     )  # fmt: skip
 _DENSE_FORMATS = {4: torch.channels_last, 5: torch.channels_last_3d}
+_SHIM = ("get_data_ptr", "get_dim", "get_sizes", "get_dtype", "get_device_type", "is_contiguous")
+
+
+def use_shim(enable: bool = True) -> bool:
+    """Let ``bind`` read tensors through torch's C shim (cpu/module.c says why and how it
+    checks that it may); whether it does.  ``use_shim(False)``: through the accessors."""
+    if _optim is None or not enable:
+        return _optim is not None and _optim.use_shim(None)
+    import ctypes
+
+    lib = next(iter(Path(torch.__file__).parent.glob("lib/*torch_cpu.*")), None)
+    try:
+        lib = ctypes.CDLL(str(lib))  # loaded already: this finds it, maps nothing new
+        functions = [getattr(lib, f"aoti_torch_{name}") for name in _SHIM]
+        code = {dtype: getattr(lib, f"aoti_torch_dtype_{str(dtype)[6:]}")() for dtype in DTYPES}
+        cpu = lib.aoti_torch_device_type_cpu()
+    except (OSError, AttributeError, TypeError):  # no libtorch_cpu, or a torch without the shim
+        return _optim.use_shim(None)
+    probes = (
+        torch.zeros(3, 4), torch.nn.Parameter(torch.zeros(2, 3, dtype=torch.bfloat16)),
+        torch.zeros(4, 6, dtype=torch.float64)[:, 1:3], torch.zeros(()), torch.zeros(0, 5),
+        torch.zeros(5, dtype=torch.float16)[2:],
+    )  # fmt: skip
+    return _optim.use_shim(
+        tuple(ctypes.cast(f, ctypes.c_void_p).value or 0 for f in functions),
+        tuple(code.values()),
+        cpu,
+        tuple(
+            (t, t._cdata, (t.data_ptr(), code[t.dtype], cpu, t.dim(), tuple(t.shape),
+                           t.is_contiguous()))
+            for t in probes
+        ),
+    )  # fmt: skip
+
+
+use_shim()
 
 
 def _plain(tensor: Tensor) -> bool:

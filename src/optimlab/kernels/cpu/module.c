@@ -1,7 +1,7 @@
 /* Python bindings of optimlab's CPU kernels (the driver is optim.c): `step` hands a row
  * table to the driver; `bind` re-validates the table cheaply before each step (the data
- * pointers of params and of new grads, through torch.Tensor's own accessors; no torch
- * C++ ABI). */
+ * pointers of params and of new grads, through torch's C shim or torch.Tensor's own
+ * accessors; no torch headers, no C++ ABI). */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
@@ -143,6 +143,53 @@ static int grad_fits(PyObject *grad, PyObject *shape, PyObject *dtype, PyObject 
     return ok;
 }
 
+/* torch's C shim (the aoti_torch_* functions libtorch exports with C linkage for extensions
+ * built without its headers), reached through addresses Python looks up (use_shim).  A
+ * torch.Tensor's Python object holds its at::Tensor right after PyObject_HEAD, and the
+ * shim takes an at::Tensor*: use_shim checks that layout on probe tensors (against
+ * Tensor._cdata) before it calls the shim once, then checks the shim's answers against
+ * the Python accessors'.  With the shim a grad's checks cost a few nanoseconds instead of
+ * five calls through torch's Python bindings (~0.3 us per tensor); without it (a torch
+ * that lays its objects out otherwise, no libtorch found) bind uses the accessors. */
+typedef int32_t (*shim_ptr)(void *, void **);
+typedef int32_t (*shim_i64)(void *, int64_t *);
+typedef int32_t (*shim_i64s)(void *, int64_t **);
+typedef int32_t (*shim_i32)(void *, int32_t *);
+typedef int32_t (*shim_bool)(void *, _Bool *);
+static struct {
+    int on;
+    shim_ptr data_ptr;
+    shim_i64 dim;
+    shim_i64s sizes;
+    shim_i32 dtype, device_type;
+    shim_bool is_contiguous;
+    int32_t dtypes[4], cpu; /* the shim's codes of DTYPES (plan.py) and of the CPU */
+} shim;
+
+static void *at_tensor(PyObject *tensor) { return (char *)tensor + sizeof(PyObject); }
+
+/* Whether the grad can be read with the layout of a contiguous row (the row's dtype, on
+ * the CPU, of `shape`, contiguous); its data pointer into *ptr (NULL when it is empty). */
+static int shim_grad(PyObject *grad, const Row *row, PyObject *shape, void **ptr)
+{
+    void *t = at_tensor(grad);
+    int32_t dtype, device;
+    int64_t dim, *sizes;
+    _Bool contiguous;
+    Py_ssize_t ndim = PyTuple_GET_SIZE(shape);
+    int64_t code = (row->flags >> ROW_DTYPE_SHIFT) & 15;
+    if (code > 3 || shim.dtype(t, &dtype) || dtype != shim.dtypes[code] ||
+        shim.device_type(t, &device) || device != shim.cpu || shim.dim(t, &dim) ||
+        dim != ndim || shim.sizes(t, &sizes) || shim.is_contiguous(t, &contiguous) ||
+        !contiguous)
+        return 0;
+    for (Py_ssize_t d = 0; d < ndim; d++) {
+        if (PyLong_AsLongLong(PyTuple_GET_ITEM(shape, d)) != sizes[d])
+            return 0;
+    }
+    return shim.data_ptr(t, ptr) == 0;
+}
+
 /* Whether each (key, value, ...) of `checks` still holds: state[key] is value.  (A state
  * tensor re-pointed in place, with `.data =`, keeps the pointer its row has until the next
  * plan; the plan holds the old storage, so nothing is written through a dangling pointer.
@@ -204,7 +251,12 @@ static PyObject *py_bind(PyObject *self, PyObject *const *args, Py_ssize_t nargs
             __builtin_prefetch((const char *)later + 64, 0, 3);
         }
         PyObject *param = PyTuple_GET_ITEM(m, 1), *state = PyTuple_GET_ITEM(m, 5);
-        if ((void *)(intptr_t)data_ptr(param) != row->p)
+        PyObject *shape = PyTuple_GET_ITEM(m, 2), *strides = PyTuple_GET_ITEM(m, 4);
+        /* contiguous rows of plain tensors take the shim */
+        int by_shim = shim.on && is_fast(param) && strides == Py_None && PyTuple_Check(shape);
+        void *pptr;
+        if (by_shim ? shim.data_ptr(at_tensor(param), &pptr) || pptr != row->p
+                    : (void *)(intptr_t)data_ptr(param) != row->p)
             goto changed;
         if (state != Py_None && !state_fits(state, PyTuple_GET_ITEM(m, 6)))
             goto changed;
@@ -216,9 +268,16 @@ static PyObject *py_bind(PyObject *self, PyObject *const *args, Py_ssize_t nargs
             Py_DECREF(grad);
             continue;
         }
-        int ok = state != Py_None && grad_fits(grad, PyTuple_GET_ITEM(m, 2),
-                                               PyTuple_GET_ITEM(m, 3), PyTuple_GET_ITEM(m, 4));
-        int64_t gptr = ok ? data_ptr(grad) : 0;
+        int ok = state != Py_None;
+        int64_t gptr = 0;
+        if (ok && by_shim && is_fast(grad)) {
+            void *ptr = NULL;
+            ok = shim_grad(grad, row, shape, &ptr);
+            gptr = (int64_t)(intptr_t)ptr;
+        } else if (ok) {
+            ok = grad_fits(grad, shape, PyTuple_GET_ITEM(m, 3), strides);
+            gptr = ok ? data_ptr(grad) : 0;
+        }
         Py_DECREF(grad); /* the plan keeps no gradient alive between steps */
         if (!ok || PyErr_Occurred())
             goto changed;
@@ -265,6 +324,89 @@ static PyObject *py_configure(PyObject *self, PyObject *const *args, Py_ssize_t 
     Py_RETURN_NONE;
 }
 
+/* use_shim(addresses, dtypes, cpu, probes) -> bool; use_shim(None) turns the shim off.
+ *
+ * `addresses`: those of aoti_torch_get_{data_ptr, dim, sizes, dtype, device_type} and
+ * aoti_torch_is_contiguous; `dtypes` the shim's codes of plan.DTYPES in order, `cpu` its
+ * CPU code; `probes`: (tensor, tensor._cdata, (data_ptr, dtype code, device code, dim,
+ * sizes, is_contiguous)) as the Python accessors give them.  The shim is used only if
+ * every probe has the layout and the answers above. */
+static PyObject *py_use_shim(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)self;
+    shim.on = 0;
+    if (nargs == 1 && args[0] == Py_None)
+        Py_RETURN_FALSE;
+    if (nargs != 4 || !PyTuple_Check(args[0]) || PyTuple_GET_SIZE(args[0]) != 6 ||
+        !PyTuple_Check(args[1]) || PyTuple_GET_SIZE(args[1]) != 4 || !PyTuple_Check(args[3])) {
+        PyErr_SetString(PyExc_TypeError, "use_shim(addresses, dtypes, cpu, probes)");
+        return NULL;
+    }
+    int64_t a[6], code;
+    for (int i = 0; i < 6; i++) {
+        if (as_i64(PyTuple_GET_ITEM(args[0], i), &a[i]))
+            return NULL;
+        if (a[i] == 0)
+            Py_RETURN_FALSE;
+    }
+    for (int i = 0; i < 4; i++) {
+        if (as_i64(PyTuple_GET_ITEM(args[1], i), &code))
+            return NULL;
+        shim.dtypes[i] = (int32_t)code;
+    }
+    if (as_i64(args[2], &code))
+        return NULL;
+    shim.cpu = (int32_t)code;
+    shim.data_ptr = (shim_ptr)(intptr_t)a[0];
+    shim.dim = (shim_i64)(intptr_t)a[1];
+    shim.sizes = (shim_i64s)(intptr_t)a[2];
+    shim.dtype = (shim_i32)(intptr_t)a[3];
+    shim.device_type = (shim_i32)(intptr_t)a[4];
+    shim.is_contiguous = (shim_bool)(intptr_t)a[5];
+    PyObject *probes = args[3];
+    Py_ssize_t n = PyTuple_GET_SIZE(probes);
+    for (Py_ssize_t i = 0; i < n; i++) { /* the layout first: nothing is called before */
+        PyObject *probe = PyTuple_GET_ITEM(probes, i);
+        int64_t cdata;
+        if (!PyTuple_Check(probe) || PyTuple_GET_SIZE(probe) != 3 ||
+            !is_fast(PyTuple_GET_ITEM(probe, 0)) || as_i64(PyTuple_GET_ITEM(probe, 1), &cdata))
+            goto refuse;
+        if (*(int64_t *)at_tensor(PyTuple_GET_ITEM(probe, 0)) != cdata)
+            Py_RETURN_FALSE;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *probe = PyTuple_GET_ITEM(probes, i), *want = PyTuple_GET_ITEM(probe, 2);
+        void *t = at_tensor(PyTuple_GET_ITEM(probe, 0)), *ptr;
+        int32_t dtype, device;
+        int64_t dim, *sizes, w[5];
+        _Bool contiguous;
+        if (!PyTuple_Check(want) || PyTuple_GET_SIZE(want) != 6)
+            goto refuse;
+        for (int j = 0; j < 4; j++) {
+            if (as_i64(PyTuple_GET_ITEM(want, j), &w[j]))
+                return NULL;
+        }
+        PyObject *want_sizes = PyTuple_GET_ITEM(want, 4);
+        if (shim.data_ptr(t, &ptr) || (int64_t)(intptr_t)ptr != w[0] || shim.dtype(t, &dtype) ||
+            dtype != w[1] || shim.device_type(t, &device) || device != w[2] ||
+            shim.dim(t, &dim) || dim != w[3] || !PyTuple_Check(want_sizes) ||
+            PyTuple_GET_SIZE(want_sizes) != dim || shim.sizes(t, &sizes) ||
+            shim.is_contiguous(t, &contiguous) || contiguous != (PyTuple_GET_ITEM(want, 5) == Py_True))
+            Py_RETURN_FALSE;
+        for (int64_t d = 0; d < dim; d++) {
+            if (as_i64(PyTuple_GET_ITEM(want_sizes, d), &w[4]))
+                return NULL;
+            if (w[4] != sizes[d])
+                Py_RETURN_FALSE;
+        }
+    }
+    shim.on = n > 0;
+    return PyBool_FromLong(shim.on);
+refuse:
+    PyErr_SetString(PyExc_TypeError, "use_shim(): a probe is not (tensor, int, tuple)");
+    return NULL;
+}
+
 /* isa() -> str: the clone the loader picked on this CPU. */
 static PyObject *py_isa(PyObject *self, PyObject *unused)
 {
@@ -275,6 +417,9 @@ static PyObject *py_isa(PyObject *self, PyObject *unused)
 static PyMethodDef methods[] = {
     {"configure", (PyCFunction)(void (*)(void))py_configure, METH_FASTCALL,
      "configure(types, data_ptr, grad, is_contiguous, dtype, shape): fast accessors for bind"},
+    {"use_shim", (PyCFunction)(void (*)(void))py_use_shim, METH_FASTCALL,
+     "use_shim(addresses, dtypes, cpu, probes) -> whether bind reads tensors through torch's "
+     "C shim"},
     {"isa", py_isa, METH_NOARGS, "isa() -> the instruction set of the loops in use"},
     {"step", (PyCFunction)(void (*)(void))py_step, METH_FASTCALL,
      "step(kernel, variant, nthreads, table, nrows, hyper, flags, grad_scale, found_inf, "
