@@ -18,6 +18,7 @@ import optimlab.checkpoint as ckpt
 from dist_workers import OPTIMIZERS, launch, single_process_run
 from optim_cases import case_id
 from optimlab.flat import flatten_parameters
+from optimlab.optimizers.dispatch import cached_plan
 
 VOCAB, WIDTH = 11, 6
 
@@ -160,6 +161,61 @@ def test_training_is_bitwise_the_unflattened_models(case, set_to_none, fused):
     states = [opt.state_dict()["state"] for opt in runs]
     torch.testing.assert_close(states[0], states[1], rtol=0, atol=0)
     assert_adjacent(trained_params(flat_model)[1:], grads=True)  # [0] is unused
+
+
+def _layers() -> tuple[torch.nn.Module, torch.nn.Module]:
+    """Three 16-wide layers, flattened and not: every tensor a multiple of 64 bytes, so the
+    state arena (which starts each tensor on a cache line) is end to end as well."""
+    flat_model, plain = (torch.nn.Sequential(*(torch.nn.Linear(16, 16) for _ in range(3)))
+                         for _ in range(2))  # fmt: skip
+    plain.load_state_dict(flat_model.state_dict())
+    flatten_parameters(flat_model)
+    return flat_model, plain
+
+
+@pytest.mark.parametrize("case", OPTIMIZERS, ids=case_id)
+def test_adjacent_tensors_run_as_one_row(case):
+    """Params, grads and state end to end: the kernel walks the flattened model as one row
+    (bitwise the unflattened model, whose six tensors it walks one by one); bf16 state runs
+    tensor by tensor (its rounding streams are per tensor).  (8-bit state keeps float32 in
+    tensors this small, so those run together.)"""
+    name, kwargs = case
+    models = _layers()
+    optimizers = [getattr(optimlab, name)(m.parameters(), **kwargs) for m in models]
+    x = torch.randn(4, 16, generator=torch.Generator().manual_seed(0))
+    for step in range(3):
+        for model, optimizer in zip(models, optimizers, strict=True):
+            optimizer.zero_grad()
+            model(x * (step + 1)).square().mean().backward()
+            optimizer.step()
+    per_tensor = kwargs.get("state_precision") == "bf16"
+    assert cached_plan(optimizers[0], 0).runs == (6 if per_tensor else 1)
+    assert cached_plan(optimizers[1], 0).runs == 6
+    assert_same(*models)
+
+
+@pytest.mark.parametrize("name", ["Adam", "NAdam", "Adagrad"])
+def test_tensors_at_other_steps_are_run_apart(name):
+    """Adjacent tensors run as one row only where their step counters agree: a layer that
+    joins training late keeps its own bias correction (checked bitwise against the same
+    model unflattened, whose tensors the kernel runs one by one)."""
+    flat_model, plain = _layers()
+    optimizers = [getattr(optimlab, name)(m.parameters(), lr=0.01) for m in (flat_model, plain)]
+    x = torch.randn(4, 16, generator=torch.Generator().manual_seed(0))
+    expected_runs = []
+    for step in range(5):
+        for model, optimizer in zip((flat_model, plain), optimizers, strict=True):
+            optimizer.zero_grad()
+            model(x * (step + 1)).square().mean().backward()
+            if step < 2:  # the middle layer is frozen for two steps
+                for p in model[1].parameters():
+                    p.grad = None
+            optimizer.step()
+        expected_runs.append(cached_plan(optimizers[0], 0).runs)
+    # layers 0 and 2 apart while 1 has no grad; then 1 is two steps behind both
+    assert expected_runs == [2, 2, 3, 3, 3]
+    assert cached_plan(optimizers[1], 0).runs == 6
+    assert_same(flat_model, plain)
 
 
 @pytest.mark.parametrize("set_to_none", [True, False], ids=["to_none", "to_zero"])

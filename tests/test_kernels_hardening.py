@@ -61,6 +61,7 @@ def test_shim_refused_when_a_probe_disagrees(bind_reads_through):
     finally:
         plan.use_shim(bind_reads_through == "shim")
 
+
 ADAM = ("Adam", dict(lr=0.1))
 ONE_OF_EACH = [  # one row per kernel and state layout
     ("SGD", dict(lr=0.1)),

@@ -332,6 +332,7 @@ class Plan:
                     distinct.setdefault(held._cdata, held)
         self.storages = list(distinct.values())
         self.counts: list | None = None
+        self.runs = 0  # of the last step: rows that continue each other in memory run as one
 
     def _row(
         self, owner: Tensor, local: Tensor, state: dict | None, call: KernelCall, fresh: bool

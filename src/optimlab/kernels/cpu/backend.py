@@ -63,7 +63,8 @@ def run(plan: Plan, call: KernelCall, grad_scale: Tensor | None, found_inf: Tens
     if not plan.owners:
         return
     keep: list[Tensor] = []
-    _optim.step(
+    # runs: how many rows the kernel walked, after joining rows that continue each other
+    _, plan.runs = _optim.step(
         KERNELS[call.name],
         plan.variant,
         torch.get_num_threads(),

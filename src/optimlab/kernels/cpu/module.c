@@ -16,13 +16,13 @@ static int as_i64(PyObject *obj, int64_t *out)
 }
 
 /* step(kernel, variant, nthreads, table, nrows, hyper, flags, grad_scale, found_inf, seed,
- *      rounding_step) -> int
+ *      rounding_step) -> (rows, runs)
  *
  * Runs one optimizer step over the active rows of `table` (the address of an int64 tensor
  * of Row).  `hyper` is a tuple of HYPER_FIELDS floats; `grad_scale` and `found_inf` are
  * addresses of float32 scalars or 0; `seed` and `rounding_step` key stochastic rounding.
- * Returns the number of rows stepped, or -1 when *found_inf is nonzero (nothing was
- * touched). */
+ * Returns the number of rows stepped (-1 when *found_inf is nonzero: nothing was touched)
+ * and of the runs they made (rows that continue each other in memory run as one). */
 static PyObject *py_step(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)self;
@@ -63,13 +63,13 @@ static PyObject *py_step(PyObject *self, PyObject *const *args, Py_ssize_t nargs
             return NULL;
         }
     }
-    int64_t stepped;
+    int64_t stepped, runs = 0;
     Py_BEGIN_ALLOW_THREADS
     stepped = optim_step((int)kernel, (int)variant, (int)nthreads, rows, nrows, h, call_flags,
                          (const float *)(intptr_t)scale_addr, (const float *)(intptr_t)inf_addr,
-                         seed, rounding_step);
+                         seed, rounding_step, &runs);
     Py_END_ALLOW_THREADS
-    return PyLong_FromLongLong(stepped);
+    return Py_BuildValue("(LL)", (long long)stepped, (long long)runs);
 }
 
 /* torch.Tensor's own accessors (configure()), called through their C entry points on tensors
@@ -423,7 +423,7 @@ static PyMethodDef methods[] = {
     {"isa", py_isa, METH_NOARGS, "isa() -> the instruction set of the loops in use"},
     {"step", (PyCFunction)(void (*)(void))py_step, METH_FASTCALL,
      "step(kernel, variant, nthreads, table, nrows, hyper, flags, grad_scale, found_inf, "
-     "seed, rounding_step)"},
+     "seed, rounding_step) -> (rows stepped, runs)"},
     {"bind", (PyCFunction)(void (*)(void))py_bind, METH_FASTCALL,
      "bind(group_params, snapshot, meta, table) -> -1 | -2 | row to re-plan"},
     {NULL, NULL, 0, NULL},
