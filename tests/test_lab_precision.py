@@ -51,7 +51,9 @@ def test_each_profile_runs_the_variants_beside_float32_adam(profile, where):
         for c in rows:
             assert (c["b"], c["metric"], c["margin"]) == ("adam/constant", "final_loss", "seed_sd")
             assert c["claim"] == ("P2" if c["a"].split("/")[0] in PARAMS else "P")
-            assert c["looks"] == p["looks"][: 1 if p["name"] == "charlm" else None]
+            # the transformer adds seeds only where its looks reach 10 (the full profile's)
+            one_look = p["name"] == "charlm" and p["looks"][-1] < 10
+            assert c["looks"] == p["looks"][: 1 if one_look else None]
 
 
 def test_a_float32_group_keeps_the_configuration_it_had():
