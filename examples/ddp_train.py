@@ -92,9 +92,6 @@ def main() -> None:
     if rank == 0:
         checksum = sum(p.double().sum() for p in model.parameters()).item()
         print(f"parameters checksum {checksum.hex()} at step {schedule.last_epoch}", flush=True)
-    # every rank past its last collective before any tears the group down, as torch advises
-    # (one CI run of the FSDP2 example saw rank 0 abort in teardown without it)
-    dist.barrier()
     dist.destroy_process_group()
 
 

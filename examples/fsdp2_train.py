@@ -115,9 +115,6 @@ def main() -> None:
     if rank == 0:
         print(f"rank 0 holds {shard} of {full} parameters (and their optimizer state)")
         print(f"parameters checksum {checksum.hex()} at step {schedule.last_epoch}", flush=True)
-    # every rank past its last collective before any tears the group down, as torch advises
-    # (one CI run of the FSDP2 example saw rank 0 abort in teardown without it)
-    dist.barrier()
     dist.destroy_process_group()
 
 
