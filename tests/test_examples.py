@@ -13,6 +13,12 @@ import pytest
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 pytestmark = pytest.mark.slow
+# torch 2.13's gloo processes sometimes abort in interpreter shutdown, after
+# destroy_process_group() has returned: 4 of 40 runs of fsdp2_train.py on a loaded 2-core
+# machine, and 4 of 40 with torch.optim.Adam and no optimlab imported at all (a barrier before
+# destroy_process_group did not change it). By then the checkpoint is on disk and the checksum,
+# which needs both ranks' shards, is printed and flushed, so such a run has done its work.
+TEARDOWN_ABORT = "terminate called without an active exception"
 
 
 def torchrun(script: str, steps: int, ckpt: Path) -> str:
@@ -23,7 +29,8 @@ def torchrun(script: str, steps: int, ckpt: Path) -> str:
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
-    assert done.returncode == 0, done.stdout + done.stderr
+    finished = "parameters checksum" in done.stdout and TEARDOWN_ABORT in done.stderr
+    assert done.returncode == 0 or finished, done.stdout + done.stderr
     return done.stdout
 
 
