@@ -322,6 +322,10 @@ class Plan:
         self.meta = tuple(self.meta)
         self.table = torch.tensor(rows, dtype=torch.int64).reshape(-1, len(ROW_FIELDS))
         self.address = self.table.data_ptr()
+        # where the C kernels join rows that continue each other in memory (optim.c's
+        # coalesce): made once with the table, so a step allocates nothing
+        self.scratch = torch.empty_like(self.table)
+        self.scratch_address = self.scratch.data_ptr()
         self.version = state.version
         # the distinct storages of the state slots, scales and compensations (see _repointed)
         distinct = {}

@@ -75,4 +75,5 @@ def run(plan: Plan, call: KernelCall, grad_scale: Tensor | None, found_inf: Tens
         _scalar_address(grad_scale, keep),
         _scalar_address(found_inf, keep),
         *call.rounding,
+        plan.scratch_address,
     )

@@ -16,24 +16,25 @@ static int as_i64(PyObject *obj, int64_t *out)
 }
 
 /* step(kernel, variant, nthreads, table, nrows, hyper, flags, grad_scale, found_inf, seed,
- *      rounding_step) -> (rows, runs)
+ *      rounding_step, scratch) -> (rows, runs)
  *
  * Runs one optimizer step over the active rows of `table` (the address of an int64 tensor
  * of Row).  `hyper` is a tuple of HYPER_FIELDS floats; `grad_scale` and `found_inf` are
- * addresses of float32 scalars or 0; `seed` and `rounding_step` key stochastic rounding.
+ * addresses of float32 scalars or 0; `seed` and `rounding_step` key stochastic rounding;
+ * `scratch` is the address of room for nrows more rows (0: rows are not joined).
  * Returns the number of rows stepped (-1 when *found_inf is nonzero: nothing was touched)
  * and of the runs they made (rows that continue each other in memory run as one). */
 static PyObject *py_step(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)self;
-    int64_t kernel, variant, nthreads, table, nrows, call_flags, scale_addr, inf_addr;
-    if (nargs != 11) {
-        PyErr_SetString(PyExc_TypeError, "step() takes 11 arguments");
+    int64_t kernel, variant, nthreads, table, nrows, call_flags, scale_addr, inf_addr, scratch;
+    if (nargs != 12) {
+        PyErr_SetString(PyExc_TypeError, "step() takes 12 arguments");
         return NULL;
     }
     if (as_i64(args[0], &kernel) || as_i64(args[1], &variant) || as_i64(args[2], &nthreads) ||
         as_i64(args[3], &table) || as_i64(args[4], &nrows) || as_i64(args[6], &call_flags) ||
-        as_i64(args[7], &scale_addr) || as_i64(args[8], &inf_addr))
+        as_i64(args[7], &scale_addr) || as_i64(args[8], &inf_addr) || as_i64(args[11], &scratch))
         return NULL;
     uint64_t seed = PyLong_AsUnsignedLongLongMask(args[9]);
     uint64_t rounding_step = PyLong_AsUnsignedLongLongMask(args[10]);
@@ -67,7 +68,7 @@ static PyObject *py_step(PyObject *self, PyObject *const *args, Py_ssize_t nargs
     Py_BEGIN_ALLOW_THREADS
     stepped = optim_step((int)kernel, (int)variant, (int)nthreads, rows, nrows, h, call_flags,
                          (const float *)(intptr_t)scale_addr, (const float *)(intptr_t)inf_addr,
-                         seed, rounding_step, &runs);
+                         seed, rounding_step, (Row *)(intptr_t)scratch, &runs);
     Py_END_ALLOW_THREADS
     return Py_BuildValue("(LL)", (long long)stepped, (long long)runs);
 }
@@ -168,26 +169,45 @@ static struct {
 
 static void *at_tensor(PyObject *tensor) { return (char *)tensor + sizeof(PyObject); }
 
+/* What bind needs of a tensor, as the shim reads it; 0 on success. */
+typedef struct {
+    void *ptr;
+    int32_t dtype, device;
+    int64_t dim, *sizes;
+    _Bool contiguous;
+} ShimView;
+
+static int shim_read(PyObject *tensor, ShimView *v)
+{
+    void *t = at_tensor(tensor);
+    return shim.data_ptr(t, &v->ptr) || shim.dtype(t, &v->dtype) ||
+           shim.device_type(t, &v->device) || shim.dim(t, &v->dim) ||
+           shim.sizes(t, &v->sizes) || shim.is_contiguous(t, &v->contiguous);
+}
+
+/* Whether `sizes` (of `dim` elements) equals the tuple of ints `shape`. */
+static int same_sizes(const int64_t *sizes, int64_t dim, PyObject *shape)
+{
+    if (!PyTuple_Check(shape) || PyTuple_GET_SIZE(shape) != dim)
+        return 0;
+    for (int64_t d = 0; d < dim; d++) {
+        if (PyLong_AsLongLong(PyTuple_GET_ITEM(shape, d)) != sizes[d])
+            return 0; /* (a non-int sets an error; bind clears it and re-plans) */
+    }
+    return 1;
+}
+
 /* Whether the grad can be read with the layout of a contiguous row (the row's dtype, on
  * the CPU, of `shape`, contiguous); its data pointer into *ptr (NULL when it is empty). */
 static int shim_grad(PyObject *grad, const Row *row, PyObject *shape, void **ptr)
 {
-    void *t = at_tensor(grad);
-    int32_t dtype, device;
-    int64_t dim, *sizes;
-    _Bool contiguous;
-    Py_ssize_t ndim = PyTuple_GET_SIZE(shape);
+    ShimView v;
     int64_t code = (row->flags >> ROW_DTYPE_SHIFT) & 15;
-    if (code > 3 || shim.dtype(t, &dtype) || dtype != shim.dtypes[code] ||
-        shim.device_type(t, &device) || device != shim.cpu || shim.dim(t, &dim) ||
-        dim != ndim || shim.sizes(t, &sizes) || shim.is_contiguous(t, &contiguous) ||
-        !contiguous)
+    if (code > 3 || shim_read(grad, &v) || v.dtype != shim.dtypes[code] || v.device != shim.cpu ||
+        !v.contiguous || !same_sizes(v.sizes, v.dim, shape))
         return 0;
-    for (Py_ssize_t d = 0; d < ndim; d++) {
-        if (PyLong_AsLongLong(PyTuple_GET_ITEM(shape, d)) != sizes[d])
-            return 0;
-    }
-    return shim.data_ptr(t, ptr) == 0;
+    *ptr = v.ptr;
+    return 1;
 }
 
 /* Whether each (key, value, ...) of `checks` still holds: state[key] is value.  (A state
@@ -375,29 +395,21 @@ static PyObject *py_use_shim(PyObject *self, PyObject *const *args, Py_ssize_t n
             Py_RETURN_FALSE;
     }
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *probe = PyTuple_GET_ITEM(probes, i), *want = PyTuple_GET_ITEM(probe, 2);
-        void *t = at_tensor(PyTuple_GET_ITEM(probe, 0)), *ptr;
-        int32_t dtype, device;
-        int64_t dim, *sizes, w[5];
-        _Bool contiguous;
+        PyObject *want = PyTuple_GET_ITEM(PyTuple_GET_ITEM(probes, i), 2);
+        int64_t w[4];
+        ShimView v;
         if (!PyTuple_Check(want) || PyTuple_GET_SIZE(want) != 6)
             goto refuse;
         for (int j = 0; j < 4; j++) {
             if (as_i64(PyTuple_GET_ITEM(want, j), &w[j]))
                 return NULL;
         }
-        PyObject *want_sizes = PyTuple_GET_ITEM(want, 4);
-        if (shim.data_ptr(t, &ptr) || (int64_t)(intptr_t)ptr != w[0] || shim.dtype(t, &dtype) ||
-            dtype != w[1] || shim.device_type(t, &device) || device != w[2] ||
-            shim.dim(t, &dim) || dim != w[3] || !PyTuple_Check(want_sizes) ||
-            PyTuple_GET_SIZE(want_sizes) != dim || shim.sizes(t, &sizes) ||
-            shim.is_contiguous(t, &contiguous) || contiguous != (PyTuple_GET_ITEM(want, 5) == Py_True))
+        if (shim_read(PyTuple_GET_ITEM(PyTuple_GET_ITEM(probes, i), 0), &v) ||
+            (int64_t)(intptr_t)v.ptr != w[0] || v.dtype != w[1] || v.device != w[2] ||
+            v.dim != w[3] || v.contiguous != (PyTuple_GET_ITEM(want, 5) == Py_True) ||
+            !same_sizes(v.sizes, v.dim, PyTuple_GET_ITEM(want, 4))) {
+            PyErr_Clear();
             Py_RETURN_FALSE;
-        for (int64_t d = 0; d < dim; d++) {
-            if (as_i64(PyTuple_GET_ITEM(want_sizes, d), &w[4]))
-                return NULL;
-            if (w[4] != sizes[d])
-                Py_RETURN_FALSE;
         }
     }
     shim.on = n > 0;
@@ -423,7 +435,7 @@ static PyMethodDef methods[] = {
     {"isa", py_isa, METH_NOARGS, "isa() -> the instruction set of the loops in use"},
     {"step", (PyCFunction)(void (*)(void))py_step, METH_FASTCALL,
      "step(kernel, variant, nthreads, table, nrows, hyper, flags, grad_scale, found_inf, "
-     "seed, rounding_step) -> (rows stepped, runs)"},
+     "seed, rounding_step, scratch) -> (rows stepped, runs)"},
     {"bind", (PyCFunction)(void (*)(void))py_bind, METH_FASTCALL,
      "bind(group_params, snapshot, meta, table) -> -1 | -2 | row to re-plan"},
     {NULL, NULL, 0, NULL},

@@ -18,7 +18,6 @@
  */
 #include <pthread.h>
 #include <stdint.h>
-#include <stdlib.h>
 #include <string.h>
 #include <tgmath.h>
 #ifdef _OPENMP
@@ -825,7 +824,7 @@ static int64_t coalesce(Row *runs, const Row *rows, int64_t nrows, int counters)
 int64_t optim_step(int kernel, int variant, int nthreads, Row *rows, int64_t nrows,
                    const double *h, int64_t call_flags, const float *grad_scale,
                    const float *found_inf, uint64_t seed, uint64_t rounding_step,
-                   int64_t *nruns)
+                   Row *scratch, int64_t *nruns)
 {
     if (found_inf && *found_inf != 0.0f)
         return -1;
@@ -839,14 +838,13 @@ int64_t optim_step(int kernel, int variant, int nthreads, Row *rows, int64_t nro
             stepped++;
         }
     }
-    Row *runs = stepped > 1 ? malloc((size_t)stepped * sizeof(Row)) : NULL;
     const Row *table = rows;
     int64_t ntable = nrows;
-    if (runs) {
-        ntable = coalesce(runs, rows, nrows, kern->counters);
-        table = runs;
+    if (scratch) {
+        ntable = coalesce(scratch, rows, nrows, kern->counters);
+        table = scratch;
     }
-    *nruns = runs ? ntable : stepped;
+    *nruns = scratch ? ntable : stepped;
     int64_t want = total / GRAIN + 1;
     int nt = (int)(nthreads < want ? nthreads : want);
     if (nt < 1)
@@ -863,7 +861,6 @@ int64_t optim_step(int kernel, int variant, int nthreads, Row *rows, int64_t nro
 #endif
         run_share(kern, variant, h, call_flags, table, ntable, 0, total, scale, seed,
                   rounding_step);
-    free(runs);
     for (int64_t r = 0; r < nrows; r++) {
         if (rows[r].flags & ROW_ACTIVE)
             rows[r].flags &= ~(int64_t)F_FRESH;

@@ -54,12 +54,13 @@ int optim_has_loop(int kernel, int variant, int dtype);
 /* One optimizer step over the active rows: advance their counters, then update every element
  * on up to `nthreads` threads.  `scale` != 0 unscales the grads (and writes them back);
  * a nonzero *found_inf skips the step untouched (returns -1).  `seed` and `rounding_step`
- * key stochastic rounding.  Rows that continue each other in memory run as one: *nruns says
- * how many runs the rows made.  Returns the rows stepped. */
+ * key stochastic rounding.  With `scratch` (room for nrows rows; NULL: none), rows that
+ * continue each other in memory run as one, joined there: *nruns says how many runs the rows
+ * made.  Returns the rows stepped. */
 int64_t optim_step(int kernel, int variant, int nthreads, Row *rows, int64_t nrows,
                    const double *hyper, int64_t flags, const float *grad_scale,
                    const float *found_inf, uint64_t seed, uint64_t rounding_step,
-                   int64_t *nruns);
+                   Row *scratch, int64_t *nruns);
 
 const char *optim_isa(void);   /* the clone in use on this CPU */
 extern const char optim_clones[];
