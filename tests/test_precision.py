@@ -121,15 +121,93 @@ def test_quantize_picks_the_nearest_code_value(code):
 
 
 def test_stochastic_rounding_is_unbiased_and_keyed():
-    x = torch.full((200_000,), 1.0 + 2.0**-10)  # a quarter of the way to the next bfloat16
-    noise = storage.noise16(storage.stream(7, 3, 5, 0), x.numel())
+    x = torch.full((200_000,), 1.0 + 2.0**-10)  # an eighth of the way to the next bfloat16
+    noise = storage.noise(storage.stream(7, 3, 5, 0), x.numel(), 16)
     rounded = storage.round_bf16_stochastic(x, noise).float()
     assert set(rounded.unique().tolist()) == {1.0, 1.0 + 2.0**-7}
     frac_up = (rounded > 1.0).double().mean().item()
     assert abs(frac_up - 0.125) < 5 * math.sqrt(0.125 * 0.875 / x.numel())  # 5 sigma
-    again = storage.noise16(storage.stream(7, 3, 5, 0), x.numel())
+    again = storage.noise(storage.stream(7, 3, 5, 0), x.numel(), 16)
     assert torch.equal(noise, again)
-    assert not torch.equal(noise, storage.noise16(storage.stream(7, 4, 5, 0), x.numel()))
+    assert not torch.equal(noise, storage.noise(storage.stream(7, 4, 5, 0), x.numel(), 16))
+
+
+@pytest.mark.parametrize("code", ["signed", "unsigned"])
+def test_stochastic_8bit_rounding_is_unbiased(code):
+    """An optimizer's 8-bit stores round stochastically: each element becomes one of the two
+    code values around it, the upper with probability equal to its distance from the lower
+    in code steps, so the mean is the value.  Oracle: the code's values (float64), here."""
+    values = storage.code_values(code).double()
+    values = values[(values >= 0) & (values <= 1.0)].unique()  # ascending magnitudes
+    smallest = values[1].item()  # the subnormal step
+    # (lower neighbour, fraction of the way up): mid-octave, subnormal, just under the top
+    points = [(0.3, 0.3), (smallest * 5, 0.7), (values[-2].item(), 0.9)]
+    for lower, fraction in points:
+        i = int(torch.searchsorted(values, torch.tensor(lower, dtype=torch.float64)))
+        low, high = values[i].item(), values[i + 1].item()
+        x = torch.full((400, storage.BLOCK), low + fraction * (high - low))
+        x[:, 0] = 1.0  # each block's absmax
+        codes = torch.empty(x.shape, dtype=torch.uint8)
+        absmax = torch.empty(storage.absmax_shape(x.numel()))
+        noise = storage.noise(storage.stream(1, 2, 3, 0), x.numel(), storage.NOISE_8BIT)
+        storage.quantize(x, code, codes, absmax, noise)
+        got = storage.dequantize(codes, absmax, code)[:, 1:].double()
+        assert set(got.unique().tolist()) <= {low, high}, (lower, fraction)
+        up = ((got == high).double().mean().item(), got.numel())
+        assert abs(up[0] - fraction) < 5 * math.sqrt(fraction * (1 - fraction) / up[1])
+
+
+def every_kind_of_block():
+    """17 blocks of 256 (the last one partial, 160): ratios to the block's absmax from 1
+    down past the codes' smallest steps (2**-17 signed; squared, 2**-33 unsigned), values
+    on code values and between them, -0.0, an all-zero, a NaN and an infinite block."""
+    gen = torch.Generator().manual_seed(5)
+    ramp = torch.logspace(0, -12, storage.BLOCK, dtype=torch.float64)
+    values = torch.randn(17, storage.BLOCK, generator=gen, dtype=torch.float64).sign() * ramp
+    values[3] = 0.0
+    values[4, 7] = math.nan
+    values[5, 9] = -math.inf
+    # 1 + 1/16 of 2**-1 lies halfway between two codes' values (mantissa 0 and 1)
+    ties = [1.0, 0.53125, -0.59375, 1.5 * 2.0**-17, 2.5 * 2.0**-17, 0.5 * 2.0**-17, -0.0]
+    values[6, : len(ties)] = torch.tensor(ties, dtype=torch.float64)
+    return values.flatten()[: 16 * storage.BLOCK + 160].float()
+
+
+def first_8bit_store(name, key, code, seed=0):
+    """The optimizer's first 8-bit store of ``every_kind_of_block()`` in ``code``, as
+    ``storage.quantize`` specifies it: (grad, codes, absmax) -- SGD stores the gradient as
+    its first momentum, Adagrad its square as its sum; both slot 0 of row 0, at step 1."""
+    grad = every_kind_of_block()
+    value = grad if code == storage.SIGNED else grad * grad
+    codes = torch.empty(value.shape, dtype=torch.uint8)
+    absmax = torch.empty(storage.absmax_shape(value.numel()))
+    noise = storage.noise(storage.stream(seed, 1, 0, 0), value.numel(), storage.NOISE_8BIT)
+    storage.quantize(value, code, codes, absmax, noise)
+    return grad, codes, absmax
+
+
+STORES_8BIT = [
+    ("SGD", "momentum_buffer", storage.SIGNED),
+    ("Adagrad", "sum", storage.UNSIGNED),
+]
+
+
+@kernels_only
+@pytest.mark.parametrize(("name", "key", "code"), STORES_8BIT)
+def test_8bit_kernel_stores_are_storage_quantize(name, key, code):
+    """One 8-bit store of every kind of block by the C kernels against ``storage.quantize``
+    (the specification), byte for byte: the codes and every block's absmax."""
+    grad, codes, absmax = first_8bit_store(name, key, code, seed=9)
+    param = torch.zeros_like(grad, requires_grad=True)
+    kwargs = dict(lr=0.0, momentum=0.9) if name == "SGD" else dict(lr=0.0)
+    opt = getattr(optimlab, name)([param], **kwargs, state_precision="8bit", rounding_seed=9)
+    param.grad = grad.clone()
+    opt.step()
+    assert not cached_plan(opt).rest  # the kernels took it
+    state = opt.state[param]
+    assert torch.equal(state[key], codes)
+    assert torch.equal(state[precision.absmax_key(key)].view(torch.int32),
+                       absmax.view(torch.int32))  # fmt: skip
 
 
 # -- kernels against the reference -------------------------------------------------------

@@ -50,7 +50,7 @@ from optimlab.kernels import cpu as cpu_kernels
 from optimlab.optimizers import dispatch, precision
 from test_kernels import KERNEL_CASES
 from test_precision import CASES as FORMAT_CASES
-from test_precision import FORMATS, _case_id
+from test_precision import FORMATS, STORES_8BIT, _case_id, first_8bit_store
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 INTERPRETED = DEVICE == "cpu"
@@ -530,43 +530,20 @@ def test_formats_match_the_reference_and_the_c_kernels(case, fmt, triton_only):
         _assert_same_storage(fused, params, c_kernels, c_params)
 
 
-def _every_kind_of_block():
-    """17 blocks of 256 (the last one partial, 160): ratios to the block's absmax from 1
-    down past the codes' smallest steps (2**-17 signed; squared, 2**-33 unsigned), exact
-    ties between code values, -0.0, an all-zero, a NaN and an infinite block."""
-    gen = torch.Generator().manual_seed(5)
-    ramp = torch.logspace(0, -12, storage.BLOCK, dtype=torch.float64)
-    values = torch.randn(17, storage.BLOCK, generator=gen, dtype=torch.float64).sign() * ramp
-    values[3] = 0.0
-    values[4, 7] = math.nan
-    values[5, 9] = -math.inf
-    # 1 + 1/16 of 2**-1 lies halfway between two codes' values (mantissa 0 and 1): to even
-    ties = [1.0, 0.53125, -0.59375, 1.5 * 2.0**-17, 2.5 * 2.0**-17, 0.5 * 2.0**-17, -0.0]
-    values[6, : len(ties)] = torch.tensor(ties, dtype=torch.float64)
-    return values.flatten()[: 16 * storage.BLOCK + 160].float()
-
-
-@pytest.mark.parametrize(("name", "key", "code"), [
-    ("SGD", "momentum_buffer", storage.SIGNED),  # the first step stores the gradient
-    ("Adagrad", "sum", storage.UNSIGNED),  # ... its square
-])  # fmt: skip
+@pytest.mark.parametrize(("name", "key", "code"), STORES_8BIT)
 def test_8bit_stores_are_storage_quantize(name, key, code):
     """One 8-bit store of every kind of block against ``storage.quantize`` (the
     specification), byte for byte: the codes and every block's absmax."""
-    grad = _every_kind_of_block().to(DEVICE)
-    param = torch.zeros_like(grad, requires_grad=True)
+    grad, codes, absmax = first_8bit_store(name, key, code)
+    param = torch.zeros_like(grad, device=DEVICE, requires_grad=True)
     kwargs = dict(lr=0.0, momentum=0.9) if name == "SGD" else dict(lr=0.0)
     opt = ours(name, [param], kwargs, state_precision="8bit")
-    param.grad = grad.clone()
+    param.grad = grad.to(DEVICE)
     opt.step()
     assert _plan(opt) is not None
-    value = grad if code == storage.SIGNED else grad * grad
-    codes = torch.empty(value.shape, dtype=torch.uint8, device=DEVICE)
-    absmax = torch.empty(storage.absmax_shape(value.numel()), device=DEVICE)
-    storage.quantize(value, code, codes, absmax)
     state = opt.state[param]
-    _assert_bitwise(state[key], codes, "codes")
-    _assert_bitwise(state[precision.absmax_key(key)], absmax, "absmax")
+    _assert_bitwise(state[key], codes.to(DEVICE), "codes")
+    _assert_bitwise(state[precision.absmax_key(key)], absmax.to(DEVICE), "absmax")
 
 
 def test_rounding_streams_of_every_group_seed_and_step():

@@ -22,11 +22,17 @@ State formats (``state_precision``):
     with 4 exponent and 3 mantissa bits, 1.0 at the top (the block's absmax) down
     to 2**-17; non-negative state (second moments, Adagrad's sum) uses
     :data:`UNSIGNED`: 5 exponent and 3 mantissa bits, down to 2**-33, because a
-    second moment spans far more octaves than a first.  Both round to nearest
-    (ties to even), from bit operations a CPU vectorizes -- the cheap, logarithmic
-    alternative to the dynamic code of Dettmers et al. (2022), whose encoding is a
-    search.  Tensors under :data:`MIN_8BIT` elements stay in the param's dtype
-    (bitsandbytes keeps them in float32 the same way).
+    second moment spans far more octaves than a first.  Codes are computed from bit
+    operations a CPU vectorizes -- the cheap, logarithmic alternative to the dynamic
+    code of Dettmers et al. (2022), whose encoding is a search.  An optimizer's
+    stores round stochastically (20 random bits below the code's last bit): with
+    three mantissa bits a step changes an exponential average by less than half a
+    code step (Adam's second moment moves by 0.1 % of itself), so rounding to
+    nearest would write back the old value and freeze the state, which cost the
+    character LM measurably; stochastic rounding keeps each update on average.
+    Converting a checkpoint rounds to nearest (ties to even).  Tensors under
+    :data:`MIN_8BIT` elements stay in the param's dtype (bitsandbytes keeps them in
+    float32 the same way).
 
 Parameter rounding (``param_rounding``, bfloat16 params): ``"nearest"`` (torch's);
 ``"stochastic"``: the float32 result is rounded up with probability equal to its
@@ -46,9 +52,9 @@ import torch
 from torch import Tensor
 
 __all__ = [
-    "BLOCK", "MIN_8BIT", "SIGNED", "UNSIGNED", "NONNEGATIVE", "STATE_PRECISIONS",
+    "BLOCK", "MIN_8BIT", "NOISE_8BIT", "SIGNED", "UNSIGNED", "NONNEGATIVE", "STATE_PRECISIONS",
     "PARAM_ROUNDINGS", "code_values", "quantize", "dequantize", "round_bf16_stochastic",
-    "noise16", "stream", "state_format", "param_mode",
+    "noise", "stream", "state_format", "param_mode",
 ]  # fmt: skip
 
 BLOCK = 256  # elements per absmax in 8-bit state
@@ -59,6 +65,7 @@ NONNEGATIVE = frozenset({"exp_avg_sq", "max_exp_avg_sq", "sum", "square_avg"})
 STATE_PRECISIONS = (None, "fp32", "bf16", "8bit")
 PARAM_ROUNDINGS = ("nearest", "stochastic", "kahan")
 PARAM_SLOT = 3  # the stochastic-rounding slot number of the param (state slots are 0-2)
+NOISE_8BIT = 20  # random bits per stochastically rounded 8-bit code (the bits below its last)
 
 # (exponent bits, mantissa bits) of each code's magnitude
 _FORMATS = {SIGNED: (4, 3), UNSIGNED: (5, 3)}
@@ -126,9 +133,12 @@ def absmax_shape(numel: int) -> tuple[int]:
     return ((numel + BLOCK - 1) // BLOCK,)
 
 
-def quantize(x: Tensor, code: str, codes: Tensor, absmax: Tensor) -> None:
+def quantize(x: Tensor, code: str, codes: Tensor, absmax: Tensor, noise: Tensor | None = None) -> None:
     """Store float32 ``x`` into ``codes`` (uint8, x's shape) and ``absmax`` (float32 per block):
-    each element becomes the byte whose value times its block's absmax is nearest."""
+    each element becomes the byte whose value times its block's absmax is nearest, or with
+    ``noise`` (:func:`noise` of :data:`NOISE_8BIT` bits per element) one of the two bytes
+    around it, the upper with probability equal to the element's distance from the lower
+    in code steps."""
     blocks = _blocks(x.detach().float())
     scale = blocks.abs().amax(dim=1, keepdim=True)  # NaN propagates: the block decodes as NaN
     # |x| times the inverse of the block's absmax (one division per block: the kernels' cost)
@@ -137,7 +147,13 @@ def quantize(x: Tensor, code: str, codes: Tensor, absmax: Tensor) -> None:
     upper = torch.searchsorted(table, ratio).clamp(max=len(table) - 1)
     lower = (upper - 1).clamp(min=0)
     below, above = ratio - table[lower], table[upper] - ratio
-    pick_upper = (above < below) | ((above == below) & (upper % 2 == 0))
+    if noise is None:
+        pick_upper = (above < below) | ((above == below) & (upper % 2 == 0))
+    else:  # the distance in 2**-20 code steps, exact: steps are powers of two
+        gap = table[upper] - table[lower]
+        steps = torch.where(gap > 0, below / gap.clamp(min=torch.finfo(gap.dtype).tiny), 0.0)
+        fraction = (steps * (1 << NOISE_8BIT)).floor().to(torch.int64)
+        pick_upper = fraction + _blocks(noise.reshape(-1)) >= 1 << NOISE_8BIT
     index = torch.where(pick_upper, upper, lower)
     if code == SIGNED:
         index = index + 128 * (blocks < 0)
@@ -173,10 +189,11 @@ def stream(seed: int, step: int, key: int, slot: int) -> int:
     return _mix(x ^ (key & _MASK) ^ _mix(key >> 32))
 
 
-def noise16(stream_: int, numel: int, device: torch.device | str = "cpu") -> Tensor:
-    """16 random bits per element ``i`` (int64 tensor): ``mix(stream ^ (i * golden))``."""
+def noise(stream_: int, numel: int, bits: int, device: torch.device | str = "cpu") -> Tensor:
+    """``bits`` random bits per element ``i`` (int64 tensor): the low bits of
+    ``mix(stream ^ (i * golden))``; 16 for bfloat16, :data:`NOISE_8BIT` for 8-bit state."""
     index = torch.arange(numel, dtype=torch.int64, device=device)
-    return _mix(stream_ ^ ((index * _GOLDEN) & _MASK)) & 0xFFFF
+    return _mix(stream_ ^ ((index * _GOLDEN) & _MASK)) & ((1 << bits) - 1)
 
 
 def round_bf16_stochastic(x: Tensor, noise: Tensor) -> Tensor:

@@ -70,6 +70,8 @@ def group_config(
     }
     if spec.param_dtype != "float32":  # (absent for float32: earlier runs keep their keys)
         config["param_dtype"] = spec.param_dtype
+    if spec.revision:  # (absent at 0, likewise)
+        config["revision"] = spec.revision
     return config
 
 

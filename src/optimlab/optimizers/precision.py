@@ -73,7 +73,7 @@ def param_mode(param: Tensor, group: dict[str, Any]) -> str:
 
 
 def rounds_stochastically(group: dict[str, Any]) -> bool:
-    return group.get("state_precision") == "bf16" or group.get("param_rounding") == "stochastic"
+    return group.get("state_precision") in ("bf16", "8bit") or group.get("param_rounding") == "stochastic"
 
 
 def stored_format(state: dict[str, Any], key: str, param: Tensor) -> str | None:
@@ -99,10 +99,11 @@ def load(state: dict[str, Any], key: str, param: Tensor) -> Tensor:
     return state[key].detach().float().clone()
 
 
-def _noise(group: dict[str, Any], key: int, slot: int, numel: int, device: Any) -> Tensor:
+def _noise(group: dict[str, Any], key: int, slot: int, numel: int, device: Any,
+           bits: int = 16) -> Tensor:  # fmt: skip
     stream = storage.stream(group.get("rounding_seed", 0), group.get("rounding_step", 0),
                             key, slot)  # fmt: skip
-    return storage.noise16(stream, numel, device)
+    return storage.noise(stream, numel, bits, device)
 
 
 def store(
@@ -116,7 +117,10 @@ def store(
             state[key] = torch.empty_like(param, dtype=torch.uint8)
             state[absmax_key(key)] = param.new_empty(storage.absmax_shape(param.numel()),
                                                      dtype=torch.float32)  # fmt: skip
-        storage.quantize(value, code, state[key], state[absmax_key(key)])
+        noise = None  # converting a checkpoint (row_key < 0): to nearest
+        if row_key >= 0:
+            noise = _noise(group, row_key, slot, value.numel(), value.device, storage.NOISE_8BIT)
+        storage.quantize(value, code, state[key], state[absmax_key(key)], noise)
         return
     dtype = {None: param.dtype, "fp32": torch.float32, "bf16": torch.bfloat16}[fmt]
     state.pop(absmax_key(key), None)

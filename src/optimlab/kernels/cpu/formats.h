@@ -90,27 +90,43 @@ static INLINE uint16_t bf16_store_stochastic(float f, uint32_t stream, uint32_t 
 /* ---- 8-bit block codes: storage.SIGNED (sign, 4 exponent, 3 mantissa bits) and
  * storage.UNSIGNED (5 exponent, 3 mantissa bits), 1.0 at the top ----------------------- */
 
-/* The byte of r = |x| / absmax in [0, 1], rounded to nearest even, as IEEE does it: the
- * normal range by rounding the float's bits at mantissa bit 20 after re-biasing the
- * exponent (min_exp: the float exponent field of the code's smallest normal, 113 signed,
- * 97 unsigned), the subnormal range by adding a float whose last place is the code's
- * smallest step (2^6 signed, 2^-10 unsigned).  NaN (an all-zero or NaN block) gives 0. */
-static INLINE uint32_t q8_magnitude(float r, uint32_t min_exp, float magic)
+/* The byte of r = |x| / absmax in [0, 1], rounded stochastically (storage.quantize with
+ * noise): `noise` (NOISE8 random bits) is added below the code's last bit of r as a fixed-
+ * point number -- in the normal range that is the float's bits after re-biasing the exponent
+ * (min_exp: the float exponent field of the code's smallest normal, 113 signed, 97
+ * unsigned; within an octave the codes are evenly spaced in those bits), in the subnormal
+ * range r times 2**NOISE8 / the code's smallest step (to_fixed: 2**37 signed, 2**53
+ * unsigned; below 2**23, so exact in an int).  The carry out of the low bits rounds up, with
+ * probability equal to r's distance from the code below, in code steps.  r is at most 1.0
+ * (the product with the absmax's inverse can exceed it by an ulp); NaN (an all-zero or NaN
+ * block) gives 0. */
+#define NOISE8 20 /* storage.NOISE_8BIT */
+
+static INLINE uint32_t q8_magnitude(float r, uint32_t min_exp, float to_fixed, uint32_t noise)
 {
-    uint32_t u = f32_bits(r);
-    uint32_t normal = (u - ((min_exp - 1) << 23) + 0x7ffffu + ((u >> 20) & 1u)) >> 20;
-    uint32_t tiny = f32_bits(r + magic) - f32_bits(magic);
-    uint32_t code = (u >> 23) >= min_exp ? normal : tiny;
-    return (r != r) ? 0u : code;
+    uint32_t u = f32_bits(r), nan = u > 0x7f800000u; /* NaN (r is |x| * inverse >= 0 else) */
+    u = u < 0x3f800000u ? u : 0x3f800000u;                                 /* at most 1.0 */
+    int small = u < (min_exp << 23);
+    float tiny = f32_from_bits(small ? u : 0u) * to_fixed;
+    uint32_t fixed = small ? (uint32_t)(int32_t)tiny : u - ((min_exp - 1) << 23);
+    return nan ? 0u : (fixed + noise) >> NOISE8;
 }
 
-/* `inverse` is 1 / the block's absmax (storage.py: one division per block, not per element). */
-static INLINE uint8_t q8_encode(float x, float inverse, int is_unsigned)
+/* `inverse` is 1 / the block's absmax (storage.py: one division per block, not per element);
+ * `noise` the element's NOISE8 random bits. */
+static INLINE uint8_t q8_encode(float x, float inverse, int is_unsigned, uint32_t noise)
 {
-    float r = (x < 0 ? -x : x) * inverse;
+    float r = f32_from_bits(f32_bits(x) & 0x7fffffffu) * inverse; /* |-0.0| is +0.0 */
     if (is_unsigned)
-        return (uint8_t)q8_magnitude(r, 97u, 0x1p-10f);
-    return (uint8_t)(q8_magnitude(r, 113u, 0x1p6f) | (x < 0 ? 0x80u : 0u));
+        return (uint8_t)q8_magnitude(r, 97u, 0x1p53f, noise);
+    return (uint8_t)(q8_magnitude(r, 113u, 0x1p37f, noise) | (x < 0 ? 0x80u : 0u));
+}
+
+/* The NOISE8 random bits of the element whose index times GOLDEN is `key` (storage.noise;
+ * loops step key by GOLDEN rather than multiply). */
+static INLINE uint32_t q8_noise(uint32_t stream, uint32_t key)
+{
+    return mix32(stream ^ key) & ((1u << NOISE8) - 1u);
 }
 
 /* code_value[byte] * absmax: exponent e and mantissa m of the magnitude; e = 0 subnormal. */

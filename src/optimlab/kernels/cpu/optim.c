@@ -291,8 +291,9 @@ static INLINE void load_q8(const uint8_t *codes, const float *absmax, int is_uns
     }
 }
 
+/* Rounded stochastically: `stream` is the slot's, elements keyed by their index in the row. */
 static INLINE void store_q8(uint8_t *codes, float *absmax, int is_unsigned, int64_t at,
-                            int64_t len, const float *in)
+                            int64_t len, const float *in, uint32_t stream)
 {
     for (int64_t block = 0; block < len; block += BLOCK8) {
         int64_t n = len - block < BLOCK8 ? len - block : BLOCK8;
@@ -303,8 +304,10 @@ static INLINE void store_q8(uint8_t *codes, float *absmax, int is_unsigned, int6
         }
         float scale = f32_from_bits(top), inverse = 1.0f / scale;
         absmax[(at + block) / BLOCK8] = scale;
-        for (int64_t i = 0; i < n; i++)
-            codes[at + block + i] = q8_encode(in[block + i], inverse, is_unsigned);
+        uint32_t key = (uint32_t)(at + block) * GOLDEN; /* the element's index, hashed */
+        for (int64_t i = 0; i < n; i++, key += GOLDEN)
+            codes[at + block + i] = q8_encode(in[block + i], inverse, is_unsigned,
+                                              q8_noise(stream, key));
     }
 }
 
@@ -332,7 +335,7 @@ static INLINE void stage_slot_out(const Chunk *x, const Row *row, int j, int fmt
         return;
     if (fmt == STATE_Q8)
         store_q8(row->s[j], row->q[j], (int)(row->flags >> (ROW_UNSIGNED_SHIFT + j)) & 1, at,
-                 len, x->s[j]);
+                 len, x->s[j], stream);
     else if (fmt == STATE_BF16)
         store_bf16_stochastic(row->s[j], at, len, x->s[j], stream);
     else
@@ -448,8 +451,8 @@ static INLINE void stage_out(const Chunk *x, const Row *row, int variant, const 
 /* The two formats that make float32 training faster (fewer bytes per parameter), each in one
  * fused loop as the in-dtype kernels are: float32 params with bfloat16 state (decode, update,
  * round stochastically, per element) and with 8-bit state (per block: decode and update,
- * keeping the new state in L1; then the block's absmax, and encode).  Staging in chunks
- * (below) serves every other combination. */
+ * keeping the new state in L1; then the block's absmax, and encode, rounding stochastically).
+ * Staging in chunks (below) serves every other combination. */
 #define UNSCALED(i) (scale != 0.0f ? g[i] / scale : g[i])
 
 #define FUSED_BF16(OPT, V, FLAGS)                                                           \
@@ -500,7 +503,7 @@ static INLINE void stage_out(const Chunk *x, const Row *row, int variant, const 
             for (int j = 0; j < 3; j++) {                                                   \
                 if ((V) & (1 << j))                                                         \
                     store_q8(row->s[j], row->q[j], (OPT##_UNSIGNED >> j) & 1, at, n,        \
-                             fresh[j]);                                                     \
+                             fresh[j], st.streams[j]);                                      \
             }                                                                               \
         }                                                                                   \
     } while (0)

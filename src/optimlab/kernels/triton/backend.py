@@ -225,7 +225,7 @@ def _rounding(call: KernelCall) -> dict[str, Any]:
     """``prepare``'s arguments for the rounding streams: (seed, step) as 32-bit halves, and
     whether any row needs them."""
     seed, step = call.rounding
-    streams = call.state_precision == "bf16" or call.param_rounding == "stochastic"
+    streams = call.state_precision in ("bf16", "8bit") or call.param_rounding == "stochastic"
     if streams and torch.cuda.is_available() and torch.cuda.is_current_stream_capturing():
         raise RuntimeError(
             "a step with stochastic rounding cannot be captured in a CUDA graph: every "

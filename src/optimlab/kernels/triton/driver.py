@@ -200,7 +200,7 @@ def _seeds(streams, row, STATE: tl.constexpr, ROUNDING: tl.constexpr):
     at = streams + row * NSTREAMS
     zero = tl.full((), 0, tl.uint32)
     s0, s1, s2, s3 = zero, zero, zero, zero
-    if STATE == formats.BF16:
+    if STATE == formats.BF16 or STATE == formats.Q8:
         s0 = tl.load(at + 0).to(tl.uint32, bitcast=True)
         s1 = tl.load(at + 1).to(tl.uint32, bitcast=True)
         s2 = tl.load(at + 2).to(tl.uint32, bitcast=True)

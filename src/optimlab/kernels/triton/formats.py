@@ -33,9 +33,14 @@ NEAREST, STOCHASTIC, KAHAN = (tl.constexpr(ROUNDINGS[r]) for r in storage.PARAM_
 QBLOCK = tl.constexpr(storage.BLOCK)  # elements per absmax of an 8-bit slot
 # Each code's constants (formats.h's), from its exponent bias (the largest exponent field is
 # 2**0) and 3 mantissa bits: the float32 exponent field of its smallest normal (127 + 1 -
-# bias), its smallest step (2**(1 - bias - 3)), and the float whose last place is that step.
-S_MIN_EXP, S_STEP, S_MAGIC = tl.constexpr(113), tl.constexpr(2.0**-17), tl.constexpr(2.0**6)
-U_MIN_EXP, U_STEP, U_MAGIC = tl.constexpr(97), tl.constexpr(2.0**-33), tl.constexpr(2.0**-10)
+# bias), its smallest step (2**(1 - bias - 3)), and the fixed-point scale of a ratio in its
+# subnormal range (2**NOISE8 / step, NOISE8: the random bits of a stochastically rounded code).
+S_MIN_EXP, S_STEP = tl.constexpr(113), tl.constexpr(2.0**-17)
+U_MIN_EXP, U_STEP = tl.constexpr(97), tl.constexpr(2.0**-33)
+NOISE8 = tl.constexpr(storage.NOISE_8BIT)
+NOISE8_MASK = tl.constexpr((1 << storage.NOISE_8BIT) - 1)
+S_TO_FIXED = tl.constexpr(2.0**storage.NOISE_8BIT / S_STEP.value)
+U_TO_FIXED = tl.constexpr(2.0**storage.NOISE_8BIT / U_STEP.value)
 GOLDEN = tl.constexpr(0x9E3779B9)
 MASK32 = tl.constexpr(0xFFFFFFFF)
 
@@ -147,29 +152,32 @@ def _decode(q, absmax, UNSIGNED: tl.constexpr):
 
 
 @triton.jit
-def _magnitude(r, MIN_EXP: tl.constexpr, MAGIC: tl.constexpr):
-    """The code of r = |x| / absmax in [0, 1], to nearest even as IEEE rounds: the normal range
-    by rounding the float's bits at mantissa bit 20 after re-biasing the exponent, the
-    subnormal range by adding MAGIC, the float whose last place is the code's smallest step.
-    NaN (a zero or NaN block) gives 0."""
+def _magnitude(r, noise, MIN_EXP: tl.constexpr, TO_FIXED: tl.constexpr):
+    """The code of r = |x| / absmax in [0, 1], rounded stochastically: ``noise`` (NOISE8
+    random bits) added below the code's last bit of r as a fixed-point number -- the float's
+    bits after re-biasing the exponent in the normal range, r / step * 2**NOISE8 in the
+    subnormal range (r * TO_FIXED, under 2**23: exact in an int).  r is clamped to 1.0 (the product with
+    the absmax's inverse can exceed it by an ulp); NaN (a zero or NaN block) gives 0."""
+    nan = r != r
+    r = tl.where(nan, 0.0, tl.minimum(r, 1.0))
     u = r.to(tl.uint32, bitcast=True)
-    normal = (u - ((MIN_EXP - 1) << 23) + 0x7FFFF + ((u >> 20) & 1)) >> 20
-    magic = tl.full((), MAGIC, tl.float32)
-    tiny = (r + magic).to(tl.uint32, bitcast=True) - magic.to(tl.uint32, bitcast=True)
-    code = tl.where((u >> 23) >= MIN_EXP, normal, tiny)
-    return tl.where(r != r, 0, code)
+    small = (u >> 23) < MIN_EXP
+    normal = (u - ((MIN_EXP - 1) << 23) + noise) >> NOISE8
+    fixed = (tl.where(small, r, 0.0) * TO_FIXED).to(tl.int32).to(tl.uint32)
+    tiny = (fixed + noise) >> NOISE8
+    return tl.where(nan, 0, tl.where(small, tiny, normal))
 
 
 @triton.jit
-def _encode(x, absmax, UNSIGNED: tl.constexpr):
-    """The byte whose value times ``absmax`` is nearest to ``x``."""
+def _encode(x, absmax, noise, UNSIGNED: tl.constexpr):
+    """The byte of ``x`` in its block of ``absmax``, rounded stochastically by ``noise``."""
     bits = x.to(tl.uint32, bitcast=True)
     inverse = tl.fdiv(tl.full(absmax.shape, 1.0, tl.float32), absmax, ieee_rounding=True)
     r = (bits & 0x7FFFFFFF).to(tl.float32, bitcast=True) * inverse  # (storage.quantize's)
     if UNSIGNED:
-        code = _magnitude(r, U_MIN_EXP, U_MAGIC)
+        code = _magnitude(r, noise, U_MIN_EXP, U_TO_FIXED)
     else:
-        code = _magnitude(r, S_MIN_EXP, S_MAGIC) | tl.where(x < 0, 0x80, 0)
+        code = _magnitude(r, noise, S_MIN_EXP, S_TO_FIXED) | tl.where(x < 0, 0x80, 0)
     return code.to(tl.uint8)
 
 
@@ -202,13 +210,15 @@ def load_state(ptr, scales, offsets, mask, MATH: tl.constexpr, STATE: tl.constex
 def store_state(ptr, scales, value, offsets, mask, seed, STATE: tl.constexpr,
                 UNSIGNED: tl.constexpr):  # fmt: skip
     """Store a state slot's elements: in the param's dtype or float32 to nearest, bfloat16
-    stochastically (``seed``: the slot's stream), 8-bit with its blocks' absmax."""
+    stochastically (``seed``: the slot's stream), 8-bit with its blocks' absmax, rounded
+    stochastically too."""
     if STATE == Q8:
         absmax = _absmax(value, mask)
         first = (offsets % QBLOCK) == 0  # one lane per block writes its absmax
         lead = first if mask is None else first & mask
         tl.store(scales + offsets // QBLOCK, absmax, mask=lead)  # (broadcast along rows)
-        tl.store(ptr + offsets, _encode(value, absmax, UNSIGNED), mask=mask)
+        noise = _mix(seed ^ (offsets.to(tl.uint32) * GOLDEN)) & NOISE8_MASK
+        tl.store(ptr + offsets, _encode(value, absmax, noise, UNSIGNED), mask=mask)
     elif STATE == BF16:
         _store_stochastic(ptr, value, offsets, mask, seed)
     else:
