@@ -20,7 +20,11 @@ CASES = [
     ("AdamW", dict(lr=1e-2, weight_decay=0.1)),
     ("RMSprop", dict(lr=1e-3, centered=True)),
     ("Adam", dict(lr=1e-2, state_precision="8bit")),
+    ("Adam", dict(lr=1e-2, state_precision="bf16")),
 ]
+# rounding stochastically: a released step draws its own random bits (a rounding key of its
+# own), so it equals a normal step in distribution, not bit for bit
+STOCHASTIC = {"8bit", "bf16"}
 
 
 def _model(seed=0, dtype=torch.float32):
@@ -44,27 +48,41 @@ def _loss(model, x, y):
     return torch.nn.functional.mse_loss(model(x), y)
 
 
+def _trained(name, kwargs, fused, rounding_seed=0, release=False):
+    model = _model()
+    opt = getattr(optimlab, name)(model.parameters(), fused=fused, **kwargs,
+                                  **({"rounding_seed": rounding_seed} if rounding_seed else {}))
+    sched = ScheduledLR(opt, warmup(3, cosine(kwargs["lr"], 10)))
+    released = optimlab.release_gradients(opt) if release else None
+    for x, y in _batches(8):
+        opt.zero_grad()
+        _loss(model, x, y).backward()
+        if released is not None:
+            assert all(p.grad is None for p in model.parameters())
+        opt.step()  # released: finds no grads, a no-op, so loops written for step() still work
+        sched.step()
+    if released is not None:
+        released.remove()
+    return list(model.parameters())
+
+
 @pytest.mark.parametrize("fused", [None, False])
 @pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c[0]}{c[1]}")
 def test_released_steps_equal_normal_steps(case, fused):
     name, kwargs = case
-    normal, released = _model(), _model()
-    opt_n = getattr(optimlab, name)(normal.parameters(), fused=fused, **kwargs)
-    opt_r = getattr(optimlab, name)(released.parameters(), fused=fused, **kwargs)
-    sched_n = ScheduledLR(opt_n, warmup(3, cosine(kwargs["lr"], 10)))
-    sched_r = ScheduledLR(opt_r, warmup(3, cosine(kwargs["lr"], 10)))
-    with optimlab.release_gradients(opt_r):
-        for x, y in _batches(8):
-            opt_n.zero_grad()
-            _loss(normal, x, y).backward()
-            opt_n.step()
-            sched_n.step()
-            _loss(released, x, y).backward()
-            assert all(p.grad is None for p in released.parameters())
-            opt_r.step()  # finds no grads: a no-op, so loops written for step() still work
-            sched_r.step()
-    for a, b in zip(normal.parameters(), released.parameters(), strict=True):
-        assert torch.equal(a, b)
+    normal = _trained(name, kwargs, fused)
+    released = _trained(name, kwargs, fused, release=True)
+    if kwargs.get("state_precision") not in STOCHASTIC:
+        for a, b in zip(normal, released, strict=True):
+            assert torch.equal(a, b)
+        return
+    # oracle for "the same in distribution": another rounding seed on the normal path moves
+    # the weights as far from the normal run as release does (measured: 1.00x on average)
+    flat = [torch.cat([p.detach().flatten() for p in ps]) for ps in (normal, released)]
+    reseeded = torch.cat([p.detach().flatten() for p in _trained(name, kwargs, fused, 1)])
+    apart, by_seed = (flat[0] - flat[1]).abs().mean(), (flat[0] - reseeded).abs().mean()
+    assert apart > 0  # (the bits are drawn anew)
+    assert 0.5 * by_seed <= apart <= 2 * by_seed
 
 
 def test_checkpoint_resume_is_bitwise():

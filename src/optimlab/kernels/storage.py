@@ -133,7 +133,9 @@ def absmax_shape(numel: int) -> tuple[int]:
     return ((numel + BLOCK - 1) // BLOCK,)
 
 
-def quantize(x: Tensor, code: str, codes: Tensor, absmax: Tensor, noise: Tensor | None = None) -> None:
+def quantize(
+    x: Tensor, code: str, codes: Tensor, absmax: Tensor, noise: Tensor | None = None
+) -> None:
     """Store float32 ``x`` into ``codes`` (uint8, x's shape) and ``absmax`` (float32 per block):
     each element becomes the byte whose value times its block's absmax is nearest, or with
     ``noise`` (:func:`noise` of :data:`NOISE_8BIT` bits per element) one of the two bytes

@@ -73,7 +73,9 @@ def param_mode(param: Tensor, group: dict[str, Any]) -> str:
 
 
 def rounds_stochastically(group: dict[str, Any]) -> bool:
-    return group.get("state_precision") in ("bf16", "8bit") or group.get("param_rounding") == "stochastic"
+    """Whether a step draws random bits (and so advances the group's ``rounding_step``)."""
+    low = group.get("state_precision") in ("bf16", "8bit")
+    return low or group.get("param_rounding") == "stochastic"
 
 
 def stored_format(state: dict[str, Any], key: str, param: Tensor) -> str | None:

@@ -153,19 +153,18 @@ def _decode(q, absmax, UNSIGNED: tl.constexpr):
 
 @triton.jit
 def _magnitude(r, noise, MIN_EXP: tl.constexpr, TO_FIXED: tl.constexpr):
-    """The code of r = |x| / absmax in [0, 1], rounded stochastically: ``noise`` (NOISE8
-    random bits) added below the code's last bit of r as a fixed-point number -- the float's
-    bits after re-biasing the exponent in the normal range, r / step * 2**NOISE8 in the
-    subnormal range (r * TO_FIXED, under 2**23: exact in an int).  r is clamped to 1.0 (the product with
-    the absmax's inverse can exceed it by an ulp); NaN (a zero or NaN block) gives 0."""
-    nan = r != r
-    r = tl.where(nan, 0.0, tl.minimum(r, 1.0))
+    """The code of r = |x| / absmax in [0, 1], rounded stochastically (formats.h's
+    q8_magnitude): ``noise`` (NOISE8 random bits) added below the code's last bit of r as a
+    fixed-point number -- the float's bits after re-biasing the exponent in the normal range,
+    r * TO_FIXED (under 2**23: exact in an int) in the subnormal range.  r is clamped to 1.0
+    (the product with the absmax's inverse can exceed it by an ulp); NaN gives 0."""
     u = r.to(tl.uint32, bitcast=True)
-    small = (u >> 23) < MIN_EXP
-    normal = (u - ((MIN_EXP - 1) << 23) + noise) >> NOISE8
-    fixed = (tl.where(small, r, 0.0) * TO_FIXED).to(tl.int32).to(tl.uint32)
-    tiny = (fixed + noise) >> NOISE8
-    return tl.where(nan, 0, tl.where(small, tiny, normal))
+    nan = u > 0x7F800000
+    u = tl.minimum(u, 0x3F800000)
+    small = u < (MIN_EXP << 23)
+    tiny = (tl.where(small, u, 0).to(tl.float32, bitcast=True) * TO_FIXED).to(tl.int32)
+    fixed = tl.where(small, tiny.to(tl.uint32), u - ((MIN_EXP - 1) << 23))
+    return tl.where(nan, 0, (fixed + noise) >> NOISE8)
 
 
 @triton.jit
