@@ -214,6 +214,8 @@ def zero_worker(rank: int, world_size: int, out: Path) -> None:
             twin.load_state_dict(consolidated)
             # bfloat16 state rounds stochastically in streams keyed by a tensor's place in
             # its group, which ZeRO's per-rank groups change: compare with what was saved
+            # (8-bit state too, but its one tensor keeps its key: see test_distributed's
+            # rounds_stochastically)
             stochastic = kwargs.get("state_precision") == "bf16"
             expected = consolidated if stochastic else plain.state_dict()
             for index, state in expected["state"].items():

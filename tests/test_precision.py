@@ -140,7 +140,8 @@ def test_stochastic_8bit_rounding_is_unbiased(code):
     values = storage.code_values(code).double()
     values = values[(values >= 0) & (values <= 1.0)].unique()  # ascending magnitudes
     smallest = values[1].item()  # the subnormal step
-    # (lower neighbour, fraction of the way up): mid-octave, subnormal, just under the top
+    # (a value whose code at or above it is the lower neighbour, fraction of the way up to
+    # the next): mid-octave, subnormal, just under the top
     points = [(0.3, 0.3), (smallest * 5, 0.7), (values[-2].item(), 0.9)]
     for lower, fraction in points:
         i = int(torch.searchsorted(values, torch.tensor(lower, dtype=torch.float64)))
@@ -160,7 +161,9 @@ def test_stochastic_8bit_rounding_is_unbiased(code):
 def every_kind_of_block():
     """17 blocks of 256 (the last one partial, 160): ratios to the block's absmax from 1
     down past the codes' smallest steps (2**-17 signed; squared, 2**-33 unsigned), values
-    on code values and between them, -0.0, an all-zero, a NaN and an infinite block."""
+    on code values and between them, -0.0, an all-zero, a NaN and an infinite block, and
+    absmaxes other than 1 (so |x| times the absmax's inverse is rounded, and can pass 1.0),
+    down to subnormal ones whose inverse overflows to inf."""
     gen = torch.Generator().manual_seed(5)
     ramp = torch.logspace(0, -12, storage.BLOCK, dtype=torch.float64)
     values = torch.randn(17, storage.BLOCK, generator=gen, dtype=torch.float64).sign() * ramp
@@ -170,6 +173,10 @@ def every_kind_of_block():
     # 1 + 1/16 of 2**-1 lies halfway between two codes' values (mantissa 0 and 1)
     ties = [1.0, 0.53125, -0.59375, 1.5 * 2.0**-17, 2.5 * 2.0**-17, 0.5 * 2.0**-17, -0.0]
     values[6, : len(ties)] = torch.tensor(ties, dtype=torch.float64)
+    absmaxes = (3.0, 0.1, 12345.678, 1e-20, 2.0**-127, 2.0**-130, 1e-39)
+    for block, absmax in enumerate(absmaxes, start=7):
+        values[block] *= absmax
+    values[14] *= torch.rand(storage.BLOCK, generator=gen, dtype=torch.float64) * 7
     return values.flatten()[: 16 * storage.BLOCK + 160].float()
 
 
@@ -328,9 +335,15 @@ def test_checkpoints_convert_between_precisions():
     low = optimlab.Adam([p], lr=0.01, state_precision="8bit")
     low.load_state_dict(theirs.state_dict())
     assert low.state[p]["exp_avg"].dtype == torch.uint8
-    for key in ("exp_avg", "exp_avg_sq"):
+    for key in ("exp_avg", "exp_avg_sq"):  # a conversion rounds to nearest (no noise)
+        code = storage.UNSIGNED if key == "exp_avg_sq" else storage.SIGNED
+        codes = torch.empty(full[key].shape, dtype=torch.uint8)
+        absmax = torch.empty(storage.absmax_shape(full[key].numel()))
+        storage.quantize(full[key], code, codes, absmax)
+        assert torch.equal(low.state[p][key], codes)
+        assert torch.equal(low.state[p][f"{key}_absmax"], absmax)
         decoded = precision.load(low.state[p], key, p)
-        assert (decoded - full[key]).abs().max() <= full[key].abs().max() / 16  # one code step
+        assert (decoded - full[key]).abs().max() <= full[key].abs().max() / 32  # half a step
     back = optimlab.Adam([p], lr=0.01)
     back.load_state_dict(low.state_dict())
     assert back.state[p]["exp_avg"].dtype == torch.float32

@@ -1,7 +1,9 @@
 """Gradient release (issue 12.6): each param stepped inside backward(), its grad freed at once.
 
 Oracle: the same optimizer stepped the usual way (backward, then step) -- the update is the
-same math on the same gradients, so the params must be bitwise equal."""
+same math on the same gradients, so the params must be bitwise equal; except where a step
+rounds stochastically (bf16 or 8-bit state), whose released steps draw their own random bits:
+they must move as far from the normal run as another rounding seed does."""
 
 from __future__ import annotations
 
@@ -50,8 +52,12 @@ def _loss(model, x, y):
 
 def _trained(name, kwargs, fused, rounding_seed=0, release=False):
     model = _model()
-    opt = getattr(optimlab, name)(model.parameters(), fused=fused, **kwargs,
-                                  **({"rounding_seed": rounding_seed} if rounding_seed else {}))
+    opt = getattr(optimlab, name)(
+        model.parameters(),
+        fused=fused,
+        **kwargs,
+        **({"rounding_seed": rounding_seed} if rounding_seed else {}),
+    )
     sched = ScheduledLR(opt, warmup(3, cosine(kwargs["lr"], 10)))
     released = optimlab.release_gradients(opt) if release else None
     for x, y in _batches(8):

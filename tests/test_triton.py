@@ -45,7 +45,7 @@ import torch
 
 import optimlab
 from optim_cases import LECTURE_CASES, TORCH_CASES, case_id, ours
-from optimlab.kernels import KernelCall, storage
+from optimlab.kernels import KernelCall
 from optimlab.kernels import cpu as cpu_kernels
 from optimlab.optimizers import dispatch, precision
 from test_kernels import KERNEL_CASES

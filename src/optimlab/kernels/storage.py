@@ -26,10 +26,10 @@ State formats (``state_precision``):
     operations a CPU vectorizes -- the cheap, logarithmic alternative to the dynamic
     code of Dettmers et al. (2022), whose encoding is a search.  An optimizer's
     stores round stochastically (20 random bits below the code's last bit): with
-    three mantissa bits a step changes an exponential average by less than half a
-    code step (Adam's second moment moves by 0.1 % of itself), so rounding to
-    nearest would write back the old value and freeze the state, which cost the
-    character LM measurably; stochastic rounding keeps each update on average.
+    three mantissa bits a code step is 6-12 % of a value, and Adam's second moment
+    (beta2 = 0.999) moves by about 0.1 % of itself per step, so rounding to nearest
+    would write the old value back and freeze it, which cost the character LM
+    measurably; stochastic rounding keeps each update on average.
     Converting a checkpoint rounds to nearest (ties to even).  Tensors under
     :data:`MIN_8BIT` elements stay in the param's dtype (bitsandbytes keeps them in
     float32 the same way).
@@ -143,8 +143,10 @@ def quantize(
     in code steps."""
     blocks = _blocks(x.detach().float())
     scale = blocks.abs().amax(dim=1, keepdim=True)  # NaN propagates: the block decodes as NaN
-    # |x| times the inverse of the block's absmax (one division per block: the kernels' cost)
-    ratio = (blocks.abs() * (1.0 / scale)).nan_to_num(nan=0.0)  # an all-zero block: zeros
+    # |x| times the inverse of the block's absmax (one division per block: the kernels' cost);
+    # an all-zero block gives zeros; the product can pass 1.0 by an ulp, or reach inf where the
+    # absmax is under 2**-128 and its inverse overflows: at most 1.0, as the kernels clamp it
+    ratio = (blocks.abs() * (1.0 / scale)).nan_to_num(nan=0.0).clamp(max=1.0)
     table = _MAGNITUDES[code]
     upper = torch.searchsorted(table, ratio).clamp(max=len(table) - 1)
     lower = (upper - 1).clamp(min=0)

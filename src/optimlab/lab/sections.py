@@ -92,11 +92,12 @@ def precision_section(study: Study, checked: list[Claim], figure: Figure) -> str
     return (
         "<h2 id=precision>Low precision: as well as float32?</h2>"
         "<p>optimlab stores an optimizer's state in float32, in bfloat16 (stochastic "
-        "rounding) or in 8 bits (blocks of 256 with a float32 absmax each, also rounded "
-        "stochastically; tensors under 4,096 elements stay float32), and rounds bfloat16 weights to nearest, stochastically or "
-        "with a Kahan buffer. Here each variant of Adam runs beside float32 Adam at its tuned "
-        "lr on the same seeds. Bytes measured from the optimizer's state dict after one step "
-        "(step counters included):</p>"
+        "rounding) or in 8 bits (blocks of 256 with a float32 absmax each, also "
+        "rounded stochastically; tensors under 4,096 elements stay float32), and rounds "
+        "bfloat16 weights to nearest, stochastically or with a Kahan buffer. Here each "
+        "variant of Adam runs beside float32 Adam at its tuned lr on the same seeds. Bytes "
+        "measured from the optimizer's state dict after one step (step counters "
+        "included):</p>"
         f"<table><tr><th>model</th><th>parameters</th><th>float32 weights</th>{head}</tr>"
         f"{''.join(rows)}</table>" + "".join(claim_section(c, figure) for c in checked)
     )
