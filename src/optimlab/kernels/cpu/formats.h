@@ -79,10 +79,11 @@ static inline uint32_t sr_stream(uint64_t seed, uint64_t step, uint64_t key, uin
 }
 
 /* float -> bfloat16, rounded up with probability equal to the cut-off fraction: 16 random
- * bits (of element i's hash) added below the last kept bit.  NaN stays a quiet NaN. */
-static INLINE uint16_t bf16_store_stochastic(float f, uint32_t stream, uint32_t i)
+ * bits (of the hash of the element whose index times GOLDEN is `key`: loops step key by
+ * GOLDEN rather than multiply) added below the last kept bit.  NaN stays a quiet NaN. */
+static INLINE uint16_t bf16_store_stochastic(float f, uint32_t stream, uint32_t key)
 {
-    uint32_t noise = mix32(stream ^ (i * GOLDEN)) & 0xffffu;
+    uint32_t noise = mix32(stream ^ key) & 0xffffu;
     uint16_t rounded = (uint16_t)((f32_bits(f) + noise) >> 16);
     return (f != f) ? (uint16_t)0x7fc0 : rounded;
 }

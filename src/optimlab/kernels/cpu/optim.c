@@ -272,9 +272,9 @@ static INLINE void store_floats(void *dst, int dt, int64_t at, int64_t len, cons
 static INLINE void store_bf16_stochastic(uint16_t *dst, int64_t at, int64_t len,
                                          const float *in, uint32_t stream)
 {
-    uint32_t e = (uint32_t)at; /* the element's index for the hash, in 32-bit lanes */
-    for (int64_t i = 0; i < len; i++, e++)
-        dst[at + i] = bf16_store_stochastic(in[i], stream, e);
+    uint32_t key = (uint32_t)at * GOLDEN; /* the element's index, hashed, in 32-bit lanes */
+    for (int64_t i = 0; i < len; i++, key += GOLDEN)
+        dst[at + i] = bf16_store_stochastic(in[i], stream, key);
 }
 
 /* The 8-bit blocks of [at, at + len): codes and absmax to floats, and back.  A block's absmax
@@ -311,7 +311,10 @@ static INLINE void store_q8(uint8_t *codes, float *absmax, int is_unsigned, int6
     }
 }
 
-static INLINE int in_place(int fmt, int dt) { return fmt == STATE_F32 || (fmt == STATE_NATIVE && dt == DT_F32); }
+static INLINE int in_place(int fmt, int dt)
+{
+    return fmt == STATE_F32 || (fmt == STATE_NATIVE && dt == DT_F32);
+}
 
 /* Slot j of the chunk at `at`: the row's own float32 memory, or decoded into scratch. */
 static INLINE float *stage_slot_in(Chunk *x, const Row *row, int j, int fmt, int dt, int64_t at,
@@ -460,17 +463,17 @@ static INLINE void stage_out(const Chunk *x, const Row *row, int variant, const 
         float *restrict p = row->p, *restrict g = row->g;                                   \
         uint16_t *restrict b0 = row->s[0], *restrict b1 = row->s[1], *restrict b2 = row->s[2]; \
         (void)b0, (void)b1, (void)b2;                                                       \
-        uint32_t e = (uint32_t)a; /* the element's index for the hash, in 32-bit lanes */   \
-        for (int64_t i = a; i < b; i++, e++) {                                              \
+        uint32_t key = (uint32_t)a * GOLDEN; /* the element's index, hashed */               \
+        for (int64_t i = a; i < b; i++, key += GOLDEN) {                                    \
             float G = UNSCALED(i), S[3] = {0.0f, 0.0f, 0.0f};                               \
             if (scale != 0.0f) g[i] = G;                                                    \
             if ((V) & 1) S[0] = bf16_load(b0[i]);                                           \
             if ((V) & 2) S[1] = bf16_load(b1[i]);                                           \
             if ((V) & 4) S[2] = bf16_load(b2[i]);                                           \
             OPT##_f(k, (FLAGS), (V), &p[i], G, S);                                         \
-            if ((V) & 1) b0[i] = bf16_store_stochastic(S[0], st.streams[0], e);             \
-            if ((V) & 2) b1[i] = bf16_store_stochastic(S[1], st.streams[1], e);             \
-            if ((V) & 4) b2[i] = bf16_store_stochastic(S[2], st.streams[2], e);             \
+            if ((V) & 1) b0[i] = bf16_store_stochastic(S[0], st.streams[0], key);           \
+            if ((V) & 2) b1[i] = bf16_store_stochastic(S[1], st.streams[1], key);           \
+            if ((V) & 4) b2[i] = bf16_store_stochastic(S[2], st.streams[2], key);           \
         }                                                                                   \
     } while (0)
 
