@@ -78,12 +78,18 @@ static inline uint32_t sr_stream(uint64_t seed, uint64_t step, uint64_t key, uin
     return mix32(x ^ (uint32_t)key ^ mix32((uint32_t)(key >> 32)));
 }
 
+/* The low `bits` random bits of one element of a stream (storage.noise): `key` is the
+ * element's index times GOLDEN (loops step it by GOLDEN rather than multiply). */
+static INLINE uint32_t sr_noise(uint32_t stream, uint32_t key, int bits)
+{
+    return mix32(stream ^ key) & ((1u << bits) - 1u);
+}
+
 /* float -> bfloat16, rounded up with probability equal to the cut-off fraction: 16 random
- * bits (of the hash of the element whose index times GOLDEN is `key`: loops step key by
- * GOLDEN rather than multiply) added below the last kept bit.  NaN stays a quiet NaN. */
+ * bits (sr_noise) added below the last kept bit.  NaN stays a quiet NaN. */
 static INLINE uint16_t bf16_store_stochastic(float f, uint32_t stream, uint32_t key)
 {
-    uint32_t noise = mix32(stream ^ key) & 0xffffu;
+    uint32_t noise = sr_noise(stream, key, 16);
     uint16_t rounded = (uint16_t)((f32_bits(f) + noise) >> 16);
     return (f != f) ? (uint16_t)0x7fc0 : rounded;
 }
@@ -121,13 +127,6 @@ static INLINE uint8_t q8_encode(float x, float inverse, int is_unsigned, uint32_
     if (is_unsigned)
         return (uint8_t)q8_magnitude(r, 97u, 0x1p53f, noise);
     return (uint8_t)(q8_magnitude(r, 113u, 0x1p37f, noise) | (x < 0 ? 0x80u : 0u));
-}
-
-/* The NOISE8 random bits of the element whose index times GOLDEN is `key` (storage.noise;
- * loops step key by GOLDEN rather than multiply). */
-static INLINE uint32_t q8_noise(uint32_t stream, uint32_t key)
-{
-    return mix32(stream ^ key) & ((1u << NOISE8) - 1u);
 }
 
 /* code_value[byte] * absmax: exponent e and mantissa m of the magnitude; e = 0 subnormal. */

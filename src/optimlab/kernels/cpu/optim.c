@@ -307,7 +307,7 @@ static INLINE void store_q8(uint8_t *codes, float *absmax, int is_unsigned, int6
         uint32_t key = (uint32_t)(at + block) * GOLDEN; /* the element's index, hashed */
         for (int64_t i = 0; i < n; i++, key += GOLDEN)
             codes[at + block + i] = q8_encode(in[block + i], inverse, is_unsigned,
-                                              q8_noise(stream, key));
+                                              sr_noise(stream, key, NOISE8));
     }
 }
 

@@ -110,10 +110,17 @@ def stream(seed, step_lo, step_hi, key, SLOT: tl.constexpr):
 
 
 @triton.jit
+def _noise(seed, offsets, MASK: tl.constexpr):
+    """The low random bits (``MASK``) of elements ``offsets`` of stream ``seed``
+    (storage.noise)."""
+    return _mix(seed ^ (offsets.to(tl.uint32) * GOLDEN)) & MASK
+
+
+@triton.jit
 def _store_stochastic(ptr, value, offsets, mask, seed):
     """Store float32 ``value`` at a bfloat16 ``ptr``, rounded up with probability equal to the
     cut-off fraction: 16 bits of element ``offsets``' hash added below the last kept bit."""
-    noise = _mix(seed ^ (offsets.to(tl.uint32) * GOLDEN)) & 0xFFFF
+    noise = _noise(seed, offsets, 0xFFFF)
     bits = (value.to(tl.uint32, bitcast=True) + noise) >> 16
     _store_bits(ptr + offsets, tl.where(value != value, 0x7FC0, bits), mask)
 
@@ -216,7 +223,7 @@ def store_state(ptr, scales, value, offsets, mask, seed, STATE: tl.constexpr,
         first = (offsets % QBLOCK) == 0  # one lane per block writes its absmax
         lead = first if mask is None else first & mask
         tl.store(scales + offsets // QBLOCK, absmax, mask=lead)  # (broadcast along rows)
-        noise = _mix(seed ^ (offsets.to(tl.uint32) * GOLDEN)) & NOISE8_MASK
+        noise = _noise(seed, offsets, NOISE8_MASK)
         tl.store(ptr + offsets, _encode(value, absmax, noise, UNSIGNED), mask=mask)
     elif STATE == BF16:
         _store_stochastic(ptr, value, offsets, mask, seed)
